@@ -1,0 +1,3 @@
+//! isolab's container runtime: namespaces, cgroups, root filesystems, images.
+
+pub mod host;

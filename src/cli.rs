@@ -1,0 +1,23 @@
+//! The command-line grammar. Each subcommand's options live beside its implementation.
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::{bench, doctor, setup};
+
+/// Container or VM? Measurements instead of folklore.
+#[derive(Debug, Parser)]
+#[command(name = "isolab", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Report what this host offers and what each isolab feature needs.
+    Doctor(doctor::DoctorArgs),
+    /// Run the identical workload on several targets, side by side, and record the results.
+    Bench(bench::BenchArgs),
+    /// Install, idempotently, the Debian packages a job needs.
+    Setup(setup::SetupArgs),
+}

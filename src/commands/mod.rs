@@ -1,0 +1,16 @@
+//! One module per subcommand: its options and the call into the crate that does the work.
+
+pub mod bench;
+pub mod doctor;
+pub mod setup;
+
+use crate::cli::{Cli, Command};
+use crate::failure::Failure;
+
+pub fn dispatch(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Doctor(args) => doctor::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Setup(args) => setup::run(args),
+    }
+}

@@ -1,0 +1,10 @@
+use clap::Args;
+
+use crate::failure::Failure;
+
+#[derive(Debug, Args)]
+pub struct SetupArgs {}
+
+pub fn run(_args: SetupArgs) -> Result<(), Failure> {
+    Ok(())
+}

@@ -1,0 +1,20 @@
+//! The `isolab` command line: parse, call, map the outcome to an exit code.
+
+mod cli;
+mod commands;
+mod failure;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match commands::dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("isolab: {failure}");
+            failure.exit_code()
+        }
+    }
+}
