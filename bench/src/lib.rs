@@ -1,1 +1,3 @@
-//! placeholder
+//! isolab's measurement harness.
+
+pub mod fingerprint;

@@ -38,6 +38,15 @@ pub enum CgroupMode {
 }
 
 impl CgroupMode {
+    /// `v1`, `hybrid` or `v2`: the name used in fingerprints and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            CgroupMode::V1 => "v1",
+            CgroupMode::Hybrid => "hybrid",
+            CgroupMode::V2 => "v2",
+        }
+    }
+
     /// Detects the mode from the filesystem magic numbers, as systemd and runc do.
     pub fn detect() -> Result<Self, HostError> {
         Self::detect_at(Path::new(CGROUP_ROOT))
