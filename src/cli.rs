@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{bench, doctor, setup};
+use crate::commands::{bench, doctor, run, setup};
 
 /// Container or VM? Measurements instead of folklore.
 #[derive(Debug, Parser)]
@@ -18,6 +18,8 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// Run the identical workload on several targets, side by side, and record the results.
     Bench(bench::BenchArgs),
+    /// Run a command in a new container and return its exit status.
+    Run(run::RunArgs),
     /// Install, idempotently, the Debian packages a job needs.
     Setup(setup::SetupArgs),
 }

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod doctor;
+pub mod run;
 pub mod setup;
 
 use crate::cli::{Cli, Command};
@@ -11,6 +12,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Doctor(args) => doctor::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Run(args) => run::run(args),
         Command::Setup(args) => setup::run(args),
     }
 }
