@@ -8,8 +8,10 @@
 //!   (clap's own usage errors also exit 2)
 //! - 3: this host lacks something the command needs, and installing it would fix it
 //! - 4: a measured target failed (its process exited non-zero or never became ready)
+//!
+//! `isolab run` follows Docker's convention instead: 125 when isolab itself fails, 126 when
+//! the command cannot be executed, 127 when it is not found, otherwise the command's status.
 
-use std::fmt;
 use std::process::ExitCode;
 
 /// Why a command failed; the variant picks the exit code, the error carries the message.
@@ -19,6 +21,10 @@ pub enum Failure {
     BadInput(anyhow::Error),
     HostLacks(anyhow::Error),
     TargetFailed(anyhow::Error),
+    /// A failure whose code comes from another convention (e.g. `run`'s 125/126/127).
+    Coded(u8, anyhow::Error),
+    /// Something isolab ran exited with this status, which becomes isolab's; nothing to print.
+    PassThrough(u8),
 }
 
 impl Failure {
@@ -28,17 +34,20 @@ impl Failure {
             Failure::BadInput(_) => 2,
             Failure::HostLacks(_) => 3,
             Failure::TargetFailed(_) => 4,
+            Failure::Coded(code, _) => *code,
+            Failure::PassThrough(code) => *code,
         })
     }
-}
 
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (Failure::CheckFailed(e)
-        | Failure::BadInput(e)
-        | Failure::HostLacks(e)
-        | Failure::TargetFailed(e)) = self;
-        // `{:#}` prints the whole context chain on one line: "reading X: permission denied".
-        write!(f, "{e:#}")
+    /// The one line to print on stderr, with the whole context chain ("reading X: denied").
+    pub fn message(&self) -> Option<String> {
+        match self {
+            Failure::CheckFailed(e)
+            | Failure::BadInput(e)
+            | Failure::HostLacks(e)
+            | Failure::TargetFailed(e)
+            | Failure::Coded(_, e) => Some(format!("{e:#}")),
+            Failure::PassThrough(_) => None,
+        }
     }
 }

@@ -13,7 +13,9 @@ fn main() -> ExitCode {
     match commands::dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("isolab: {failure}");
+            if let Some(message) = failure.message() {
+                eprintln!("isolab: {message}");
+            }
             failure.exit_code()
         }
     }
