@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{bench, doctor, run, setup};
+use crate::commands::{bench, doctor, run, setup, vm};
 
 /// Container or VM? Measurements instead of folklore.
 #[derive(Debug, Parser)]
@@ -20,6 +20,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Run a command in a new container and return its exit status.
     Run(run::RunArgs),
+    /// Boot and run micro-VMs.
+    Vm(vm::VmArgs),
     /// Install, idempotently, the Debian packages a job needs.
     Setup(setup::SetupArgs),
 }

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod doctor;
 pub mod run;
 pub mod setup;
+pub mod vm;
 
 use crate::cli::{Cli, Command};
 use crate::failure::Failure;
@@ -14,5 +15,6 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Bench(args) => bench::run(args),
         Command::Run(args) => run::run(args),
         Command::Setup(args) => setup::run(args),
+        Command::Vm(args) => vm::run(args),
     }
 }

@@ -1,10 +1,101 @@
-use clap::Args;
+//! `isolab setup`: installs, idempotently, the Debian packages a job needs, saying what it does.
+//!
+//! This is the only place isolab installs anything; the README's two commands call it, so a
+//! fresh Debian machine needs nothing done by hand.
+
+use std::process::Command;
+
+use anyhow::{Context, anyhow};
+use clap::{Args, ValueEnum};
 
 use crate::failure::Failure;
 
 #[derive(Debug, Args)]
-pub struct SetupArgs {}
+pub struct SetupArgs {
+    /// Which job to prepare the host for.
+    #[arg(long = "for", value_enum, default_value_t = Job::Main)]
+    job: Job,
+    /// Print what would be installed without installing it.
+    #[arg(long)]
+    dry_run: bool,
+}
 
-pub fn run(_args: SetupArgs) -> Result<(), Failure> {
-    Ok(())
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Job {
+    /// The side-by-side measurement and its report.
+    Main,
+    /// The test suite.
+    Tests,
+}
+
+/// A Debian package, why isolab wants it, and which jobs need it.
+struct Requirement {
+    package: &'static str,
+    why: &'static str,
+    jobs: &'static [Job],
+}
+
+const REQUIREMENTS: &[Requirement] = &[Requirement {
+    package: "busybox-static",
+    why: "a static userland for container root filesystems",
+    jobs: &[Job::Main, Job::Tests],
+}];
+
+pub fn run(args: SetupArgs) -> Result<(), Failure> {
+    let wanted: Vec<&Requirement> = REQUIREMENTS
+        .iter()
+        .filter(|r| r.jobs.contains(&args.job))
+        .collect();
+    let mut missing = Vec::new();
+    for requirement in &wanted {
+        if is_installed(requirement.package).map_err(Failure::HostLacks)? {
+            println!("setup: {} is installed ({})", requirement.package, requirement.why);
+        } else {
+            println!("setup: {} is missing ({})", requirement.package, requirement.why);
+            missing.push(requirement.package);
+        }
+    }
+    if missing.is_empty() {
+        println!("setup: nothing to install");
+        return Ok(());
+    }
+    if args.dry_run {
+        println!("setup: would run: apt-get install -y {}", missing.join(" "));
+        return Ok(());
+    }
+    install(&missing).map_err(Failure::HostLacks)
+}
+
+/// Asks dpkg, which knows, rather than looking for files a package happens to ship.
+fn is_installed(package: &str) -> anyhow::Result<bool> {
+    let output = Command::new("dpkg-query")
+        .args(["-W", "-f=${db:Status-Status}", package])
+        .output()
+        .context("running dpkg-query: isolab setup needs a Debian-based host with dpkg and apt-get")?;
+    Ok(output.status.success() && output.stdout == b"installed")
+}
+
+fn install(packages: &[&str]) -> anyhow::Result<()> {
+    println!("setup: apt-get update");
+    apt_get(&["update", "-q"])?;
+    println!("setup: apt-get install -y {}", packages.join(" "));
+    let mut install_args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    install_args.extend_from_slice(packages);
+    apt_get(&install_args)
+}
+
+fn apt_get(args: &[&str]) -> anyhow::Result<()> {
+    let status = Command::new("apt-get")
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("running apt-get (is this a Debian-based host, and are you root?)")?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(anyhow!(
+            "apt-get {} failed with {status}; run it by hand to see why",
+            args.join(" ")
+        ))
+    }
 }
