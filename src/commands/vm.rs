@@ -3,8 +3,8 @@ use clap::Args;
 use crate::failure::Failure;
 
 #[derive(Debug, Args)]
-pub struct RunArgs {}
+pub struct VmArgs {}
 
-pub fn run(_args: RunArgs) -> Result<(), Failure> {
+pub fn run(_args: VmArgs) -> Result<(), Failure> {
     Ok(())
 }
