@@ -1,3 +1,13 @@
-//! isolab's measurement harness.
+//! isolab's measurement harness: runs one workload binary on several targets, interleaved,
+//! and records start-up time, run time, memory and the workload's own figures.
 
 pub mod fingerprint;
+pub mod harness;
+pub mod procfs;
+pub mod progress;
+pub mod runner;
+pub mod sampler;
+pub mod target;
+pub mod workload;
+
+pub use harness::{BenchConfig, BenchError, ErrorKind, Outcome, parse_timeout, run};

@@ -1,6 +1,17 @@
 //! The versioned result schema every isolab measurement is written in.
 
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
 use serde::{Deserialize, Serialize};
+use serde_json::{Number, Value};
+
+/// The schema version this build writes and reads. Bump it whenever a field changes meaning,
+/// is renamed or removed: a reader must never guess what an older or newer file means.
+pub const SCHEMA_VERSION: u32 = 1;
 
 /// Where a result was measured. Results whose fingerprints differ in anything but `git_revision`
 /// and `date` come from different hosts and are never merged into one series.
@@ -42,5 +53,363 @@ impl HostFingerprint {
             &other.cgroup_mode,
             &other.kvm_kind,
         )
+    }
+}
+
+/// What produced a result file; only `bench` exists so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultKind {
+    Bench,
+}
+
+/// One run set: every target measured with the same workload bytes on one host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultSet {
+    pub schema_version: u32,
+    pub kind: ResultKind,
+    pub host: HostFingerprint,
+    /// The exact argv that produced this set.
+    pub command: Vec<String>,
+    pub workload: WorkloadInfo,
+    /// Measured runs per target; warmup runs are discarded and not recorded.
+    pub runs_per_target: u32,
+    pub warmup: u32,
+    pub targets: Vec<TargetResult>,
+}
+
+/// The workload binary and how it was invoked; path, size and hash make "same bytes
+/// everywhere" checkable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadInfo {
+    /// Absolute path of the binary.
+    pub path: String,
+    /// Lowercase hex SHA-256 of the binary's bytes.
+    pub sha256: String,
+    pub size_bytes: u64,
+    /// The workload mode (`ready`, `cpu`, ...).
+    pub mode: String,
+    /// The arguments after the mode, e.g. `["--iters", "2000000"]`.
+    pub args: Vec<String>,
+}
+
+/// Everything measured for one target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetResult {
+    pub name: String,
+    /// How the target launches the workload, for a human reading the file.
+    pub description: String,
+    pub runs: Vec<RunRecord>,
+    /// Per metric (see [`RunRecord::metrics`]), the summary over `runs`.
+    pub stats: BTreeMap<String, Summary>,
+}
+
+/// One measured run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRecord {
+    /// 0-based among the target's measured runs.
+    pub index: u32,
+    /// Nanoseconds from just before spawn to reading the `ISOLAB-READY` line, for modes that
+    /// print it.
+    pub ready_ns: Option<u64>,
+    /// Nanoseconds from just before spawn until the process has exited and its stdout and
+    /// stderr are both at end of file.
+    pub exit_ns: u64,
+    pub exit_status: ExitStatus,
+    /// The workload's own last stdout line, a JSON object whose `mode` key names the mode.
+    pub figures: Value,
+    /// Peak summed PSS of the launched process and its descendants over the samples taken;
+    /// `None` when the process exited before any sample could be taken.
+    pub pss_kib: Option<u64>,
+    /// `ru_maxrss` from `wait4`: the largest RSS of the launched process or of a descendant
+    /// it reaped. Linux also charges the address space a process had before `exec` to it,
+    /// which for a spawned child is isolab's own: this is never below isolab's RSS at spawn
+    /// time, so it tells large workloads apart, not small ones (`pss_kib` does).
+    pub max_rss_kib: u64,
+}
+
+impl RunRecord {
+    /// The metrics statistics are computed over, by name: `ready_ns` (when present),
+    /// `exit_ns`, `pss_kib` (when present), `max_rss_kib` and `figures.<key>` for every
+    /// numeric figure (see [`numeric_figures`]).
+    pub fn metrics(&self) -> Vec<(String, f64)> {
+        let mut metrics = Vec::new();
+        if let Some(ready) = self.ready_ns {
+            metrics.push(("ready_ns".to_owned(), ready as f64));
+        }
+        metrics.push(("exit_ns".to_owned(), self.exit_ns as f64));
+        if let Some(pss) = self.pss_kib {
+            metrics.push(("pss_kib".to_owned(), pss as f64));
+        }
+        metrics.push(("max_rss_kib".to_owned(), self.max_rss_kib as f64));
+        metrics.extend(
+            numeric_figures(&self.figures)
+                .into_iter()
+                .filter_map(|(key, n)| Some((format!("{FIGURE_PREFIX}{key}"), n.as_f64()?))),
+        );
+        metrics
+    }
+}
+
+/// The prefix that keeps workload figures apart from the harness's own metrics.
+pub const FIGURE_PREFIX: &str = "figures.";
+
+/// The numeric leaves of a figures object, keyed by their dotted path (`a.b` for
+/// `{"a":{"b":1}}`). Strings, booleans, nulls and arrays carry no figure and are skipped.
+pub fn numeric_figures(figures: &Value) -> BTreeMap<String, &Number> {
+    fn walk<'v>(prefix: &str, value: &'v Value, out: &mut BTreeMap<String, &'v Number>) {
+        match value {
+            Value::Number(n) => {
+                out.insert(prefix.to_owned(), n);
+            }
+            Value::Object(map) => {
+                for (key, child) in map {
+                    let path = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    walk(&path, child, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk("", figures, &mut out);
+    out
+}
+
+/// How a run's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitStatus {
+    pub fn success(self) -> bool {
+        self == ExitStatus::Code(0)
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Code(code) => write!(f, "exit code {code}"),
+            ExitStatus::Signal(signal) => write!(f, "signal {signal}"),
+        }
+    }
+}
+
+/// Descriptive statistics of one metric; computed by [`crate::stats::summarize`], which
+/// documents each definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Summary {
+    pub count: u32,
+    pub min: f64,
+    pub max: f64,
+    pub mean: f64,
+    pub median: f64,
+    pub p95: f64,
+    /// Raw (unscaled) median absolute deviation.
+    pub mad: f64,
+    /// Indices of the runs flagged as outliers.
+    pub outliers: Vec<u32>,
+}
+
+/// Why a result file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("reading {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is not an isolab result file")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path} uses result schema version {found}, this isolab reads version {expected} only")]
+    Version {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+}
+
+impl ResultSet {
+    /// Reads a result file, refusing any schema version but [`SCHEMA_VERSION`].
+    pub fn load(path: &Path) -> Result<ResultSet, SchemaError> {
+        let text = fs::read_to_string(path).map_err(|source| SchemaError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        ResultSet::parse(&text, path)
+    }
+
+    /// Parses a result file's text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<ResultSet, SchemaError> {
+        // The version is checked before the rest, so a file from another version fails with
+        // a version error instead of whatever field happens to differ first.
+        #[derive(Deserialize)]
+        struct VersionProbe {
+            schema_version: u32,
+        }
+        let parse_error = |source| SchemaError::Parse {
+            path: origin.to_owned(),
+            source,
+        };
+        let probe: VersionProbe = serde_json::from_str(text).map_err(parse_error)?;
+        if probe.schema_version != SCHEMA_VERSION {
+            return Err(SchemaError::Version {
+                path: origin.to_owned(),
+                found: probe.schema_version,
+                expected: SCHEMA_VERSION,
+            });
+        }
+        serde_json::from_str(text).map_err(parse_error)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::stats::summarize_runs;
+    use serde_json::json;
+
+    pub(crate) fn sample_set() -> ResultSet {
+        let runs: Vec<RunRecord> = (0..3)
+            .map(|i| RunRecord {
+                index: i,
+                ready_ns: Some(1_000_000 + u64::from(i) * 1000),
+                exit_ns: 2_000_000 + u64::from(i) * 1000,
+                exit_status: ExitStatus::Code(0),
+                figures: json!({"mode": "syscall", "ns_per_call": 50 + i, "detail": {"calls": 1000}}),
+                pss_kib: (i > 0).then_some(900),
+                max_rss_kib: 1200,
+            })
+            .collect();
+        ResultSet {
+            schema_version: SCHEMA_VERSION,
+            kind: ResultKind::Bench,
+            host: HostFingerprint {
+                kernel: "6.1.0".into(),
+                cpu_model: "Test CPU".into(),
+                cores: 2,
+                mem_total_kib: 1024,
+                cgroup_mode: "v2".into(),
+                kvm_kind: "absent".into(),
+                git_revision: "abc123".into(),
+                date: "2026-01-01T00:00:00Z".into(),
+            },
+            command: vec!["isolab".into(), "bench".into()],
+            workload: WorkloadInfo {
+                path: "/bin/isolab-workload".into(),
+                sha256: "00".repeat(32),
+                size_bytes: 42,
+                mode: "syscall".into(),
+                args: vec!["--n".into(), "1000".into()],
+            },
+            runs_per_target: 3,
+            warmup: 1,
+            targets: vec![TargetResult {
+                name: "native".into(),
+                description: "the workload run directly".into(),
+                stats: summarize_runs(&runs),
+                runs,
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let set = sample_set();
+        let text = serde_json::to_string_pretty(&set).unwrap();
+        let back = ResultSet::parse(&text, Path::new("x.json")).unwrap();
+        assert_eq!(back, set);
+    }
+
+    #[test]
+    fn refuses_another_schema_version_naming_both() {
+        let mut value = serde_json::to_value(sample_set()).unwrap();
+        value["schema_version"] = json!(SCHEMA_VERSION + 1);
+        let err = ResultSet::parse(&value.to_string(), Path::new("old.json")).unwrap_err();
+        assert!(matches!(err, SchemaError::Version { found, expected, .. }
+            if found == SCHEMA_VERSION + 1 && expected == SCHEMA_VERSION));
+        let message = err.to_string();
+        assert!(message.contains("old.json"), "{message}");
+        assert!(
+            message.contains(&format!("version {}", SCHEMA_VERSION + 1)),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("version {SCHEMA_VERSION}")),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn refuses_unknown_fields() {
+        let mut value = serde_json::to_value(sample_set()).unwrap();
+        value["surprise"] = json!(1);
+        let err = ResultSet::parse(&value.to_string(), Path::new("x.json")).unwrap_err();
+        assert!(matches!(err, SchemaError::Parse { .. }), "{err}");
+    }
+
+    #[test]
+    fn load_names_the_missing_path() {
+        let err = ResultSet::load(Path::new("/nonexistent/r.json")).unwrap_err();
+        assert_eq!(err.to_string(), "reading /nonexistent/r.json");
+    }
+
+    #[test]
+    fn exit_status_serializes_as_tagged_object() {
+        assert_eq!(
+            serde_json::to_value(ExitStatus::Signal(9)).unwrap(),
+            json!({"signal": 9})
+        );
+        assert_eq!(ExitStatus::Code(3).to_string(), "exit code 3");
+    }
+
+    #[test]
+    fn numeric_figures_flatten_nested_objects_and_skip_the_rest() {
+        let figures = json!({"mode": "io", "mib": 4, "rate": {"read": 1.5, "note": "x"}, "ok": true, "l": [1]});
+        let flat: Vec<(String, String)> = numeric_figures(&figures)
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string()))
+            .collect();
+        assert_eq!(
+            flat,
+            [
+                ("mib".into(), "4".into()),
+                ("rate.read".into(), "1.5".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn metrics_skip_absent_values() {
+        let run = &sample_set().targets[0].runs[0];
+        let names: Vec<String> = run.metrics().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            names,
+            [
+                "ready_ns",
+                "exit_ns",
+                "max_rss_kib",
+                "figures.detail.calls",
+                "figures.ns_per_call"
+            ]
+        );
     }
 }

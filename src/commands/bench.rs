@@ -1,10 +1,95 @@
+//! `isolab bench`: the options, and the call into the harness (isolab-bench).
+//!
+//! A failed run stops the bench and writes no result files (see `isolab_bench::harness`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
 use clap::Args;
+use isolab_bench::workload::{Mode, Sizes};
+use isolab_bench::{BenchConfig, ErrorKind};
 
 use crate::failure::Failure;
 
 #[derive(Debug, Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Targets to measure, comma-separated; available: native.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "native"
+    )]
+    target: Vec<String>,
+    /// An extra target NAME running CMD (split like a shell would); `{workload}` becomes the
+    /// workload's path and the word `{args}` its arguments, else both are appended. Repeatable.
+    #[arg(long, value_name = "NAME=CMD")]
+    peer: Vec<String>,
+    /// Workload mode: ready, cpu, mem, syscall or io.
+    #[arg(long, value_name = "MODE", default_value = "ready")]
+    workload: Mode,
+    /// Iterations for the cpu workload [default: 2000000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    iters: Option<u64>,
+    /// MiB for the mem [default: 64] and io [default: 16] workloads.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    mib: Option<u64>,
+    /// System calls for the syscall workload [default: 100000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    n: Option<u64>,
+    /// Measured runs per target.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    runs: u32,
+    /// Discarded runs per target before the measured ones.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        allow_negative_numbers = true
+    )]
+    warmup: u32,
+    /// Directory for the results (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "results")]
+    out: PathBuf,
+    /// The workload binary [default: $ISOLAB_WORKLOAD, else isolab-workload next to isolab].
+    #[arg(long, value_name = "PATH")]
+    workload_bin: Option<PathBuf>,
+    /// Per-run limit (e.g. 60s, 2m, or seconds); the run's process group is then killed.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = isolab_bench::parse_timeout)]
+    timeout: Duration,
+}
 
-pub fn run(_args: BenchArgs) -> Result<(), Failure> {
+pub fn run(args: BenchArgs) -> Result<(), Failure> {
+    let config = BenchConfig {
+        targets: args.target,
+        peers: args.peer,
+        mode: args.workload,
+        sizes: Sizes {
+            iters: args.iters,
+            mib: args.mib,
+            n: args.n,
+        },
+        workload_bin: args.workload_bin,
+        runs: args.runs,
+        warmup: args.warmup,
+        out_dir: args.out,
+        timeout: args.timeout,
+        command: std::env::args_os()
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect(),
+    };
+    let outcome = isolab_bench::run(&config).map_err(|error| {
+        let kind = error.kind();
+        let error = anyhow::Error::new(error);
+        match kind {
+            ErrorKind::BadInput => Failure::BadInput(error),
+            ErrorKind::HostLacks => Failure::HostLacks(error),
+            ErrorKind::TargetFailed => Failure::TargetFailed(error),
+        }
+    })?;
+    print!("{}", isolab_reports::table::render(&outcome.results));
+    for file in &outcome.files {
+        println!("wrote {}", file.display());
+    }
     Ok(())
 }
