@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{bench, doctor, run, setup, vm};
+use crate::commands::{bench, doctor, measure, run, setup, vm};
 
 /// Container or VM? Measurements instead of folklore.
 #[derive(Debug, Parser)]
@@ -16,6 +16,8 @@ pub struct Cli {
 pub enum Command {
     /// Report what this host offers and what each isolab feature needs.
     Doctor(doctor::DoctorArgs),
+    /// The main job: prepare the host, check it, and measure every target side by side.
+    Measure(measure::MeasureArgs),
     /// Run the identical workload on several targets, side by side, and record the results.
     Bench(bench::BenchArgs),
     /// Run a command in a new container and return its exit status.

@@ -246,7 +246,7 @@ fn run_label(round: u32, warmup: u32, runs: u32) -> String {
 }
 
 /// Creates `dir` if needed and proves it writable before any run is spent.
-fn prepare_out_dir(dir: &Path) -> Result<(), BenchError> {
+pub fn prepare_out_dir(dir: &Path) -> Result<(), BenchError> {
     match fs::metadata(dir) {
         Ok(meta) if !meta.is_dir() => return Err(BenchError::OutNotDir(dir.to_owned())),
         Ok(_) => {}

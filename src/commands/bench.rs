@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use isolab_bench::workload::{Mode, Sizes};
-use isolab_bench::{BenchConfig, ErrorKind};
+use isolab_bench::{BenchConfig, BenchError, ErrorKind, Outcome};
 
 use crate::failure::Failure;
 
@@ -74,22 +74,35 @@ pub fn run(args: BenchArgs) -> Result<(), Failure> {
         warmup: args.warmup,
         out_dir: args.out,
         timeout: args.timeout,
-        command: std::env::args_os()
-            .map(|arg| arg.to_string_lossy().into_owned())
-            .collect(),
+        command: invocation(),
     };
-    let outcome = isolab_bench::run(&config).map_err(|error| {
-        let kind = error.kind();
-        let error = anyhow::Error::new(error);
-        match kind {
-            ErrorKind::BadInput => Failure::BadInput(error),
-            ErrorKind::HostLacks => Failure::HostLacks(error),
-            ErrorKind::TargetFailed => Failure::TargetFailed(error),
-        }
-    })?;
+    let outcome = isolab_bench::run(&config).map_err(failure)?;
+    print_outcome(&outcome);
+    Ok(())
+}
+
+/// Maps a harness error to the exit code its kind calls for.
+pub fn failure(error: BenchError) -> Failure {
+    let kind = error.kind();
+    let error = anyhow::Error::new(error);
+    match kind {
+        ErrorKind::BadInput => Failure::BadInput(error),
+        ErrorKind::HostLacks => Failure::HostLacks(error),
+        ErrorKind::TargetFailed => Failure::TargetFailed(error),
+    }
+}
+
+/// The final table, then the files the results went to.
+pub fn print_outcome(outcome: &Outcome) {
     print!("{}", isolab_reports::table::render(&outcome.results));
     for file in &outcome.files {
         println!("wrote {}", file.display());
     }
-    Ok(())
+}
+
+/// The argv that asked for this work, recorded in results so they say how they were made.
+pub fn invocation() -> Vec<String> {
+    std::env::args_os()
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect()
 }

@@ -21,7 +21,7 @@ pub struct SetupArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Job {
+pub enum Job {
     /// The side-by-side measurement and its report.
     Main,
     /// The test suite.
@@ -42,9 +42,14 @@ const REQUIREMENTS: &[Requirement] = &[Requirement {
 }];
 
 pub fn run(args: SetupArgs) -> Result<(), Failure> {
+    ensure(args.job, args.dry_run)
+}
+
+/// Installs what `job` needs and is missing; with `dry_run`, only says what that would be.
+pub fn ensure(job: Job, dry_run: bool) -> Result<(), Failure> {
     let wanted: Vec<&Requirement> = REQUIREMENTS
         .iter()
-        .filter(|r| r.jobs.contains(&args.job))
+        .filter(|r| r.jobs.contains(&job))
         .collect();
     let mut missing = Vec::new();
     for requirement in &wanted {
@@ -59,7 +64,7 @@ pub fn run(args: SetupArgs) -> Result<(), Failure> {
         println!("setup: nothing to install");
         return Ok(());
     }
-    if args.dry_run {
+    if dry_run {
         println!("setup: would run: apt-get install -y {}", missing.join(" "));
         return Ok(());
     }
