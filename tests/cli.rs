@@ -21,7 +21,9 @@ fn unknown_subcommand_is_a_usage_error() {
         .arg("frobnicate")
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("unrecognized subcommand 'frobnicate'"));
+        .stderr(predicate::str::contains(
+            "unrecognized subcommand 'frobnicate'",
+        ));
 }
 
 #[test]
@@ -39,7 +41,9 @@ fn setup_rejects_an_unknown_job() {
         .args(["setup", "--for", "everything"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("invalid value 'everything' for '--for"));
+        .stderr(predicate::str::contains(
+            "invalid value 'everything' for '--for",
+        ));
 }
 
 #[test]

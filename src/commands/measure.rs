@@ -50,7 +50,11 @@ pub fn run(args: MeasureArgs) -> Result<(), Failure> {
 
     let targets: Vec<String> = AVAILABLE.iter().map(|t| t.to_string()).collect();
     for mode in Mode::ALL {
-        section(&format!("workload `{}` on {}", mode.name(), targets.join(", ")));
+        section(&format!(
+            "workload `{}` on {}",
+            mode.name(),
+            targets.join(", ")
+        ));
         let (runs, warmup) = runs(mode, args.quick);
         let config = BenchConfig {
             targets: targets.clone(),

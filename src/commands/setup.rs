@@ -54,9 +54,15 @@ pub fn ensure(job: Job, dry_run: bool) -> Result<(), Failure> {
     let mut missing = Vec::new();
     for requirement in &wanted {
         if is_installed(requirement.package).map_err(Failure::HostLacks)? {
-            println!("setup: {} is installed ({})", requirement.package, requirement.why);
+            println!(
+                "setup: {} is installed ({})",
+                requirement.package, requirement.why
+            );
         } else {
-            println!("setup: {} is missing ({})", requirement.package, requirement.why);
+            println!(
+                "setup: {} is missing ({})",
+                requirement.package, requirement.why
+            );
             missing.push(requirement.package);
         }
     }
@@ -76,7 +82,9 @@ fn is_installed(package: &str) -> anyhow::Result<bool> {
     let output = Command::new("dpkg-query")
         .args(["-W", "-f=${db:Status-Status}", package])
         .output()
-        .context("running dpkg-query: isolab setup needs a Debian-based host with dpkg and apt-get")?;
+        .context(
+            "running dpkg-query: isolab setup needs a Debian-based host with dpkg and apt-get",
+        )?;
     Ok(output.status.success() && output.stdout == b"installed")
 }
 
