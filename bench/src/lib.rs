@@ -10,4 +10,6 @@ pub mod sampler;
 pub mod target;
 pub mod workload;
 
-pub use harness::{BenchConfig, BenchError, ErrorKind, Outcome, parse_timeout, prepare_out_dir, run};
+pub use harness::{
+    BenchConfig, BenchError, ErrorKind, Outcome, parse_timeout, prepare_out_dir, run,
+};
