@@ -1,3 +1,6 @@
 //! isolab's micro-VM monitor. This is the only crate that talks to KVM.
 
+pub mod explain;
 pub mod host;
+pub mod mini;
+pub mod vm;
