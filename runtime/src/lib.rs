@@ -1,3 +1,6 @@
 //! isolab's container runtime: namespaces, cgroups, root filesystems, images.
 
+pub mod cgroups;
+pub mod container;
+pub mod explain;
 pub mod host;

@@ -1,10 +1,183 @@
+//! `isolab run`: options in, container out; the work is in `isolab_runtime::container`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::anyhow;
 use clap::Args;
+use isolab_runtime::cgroups::{MemorySwap, Resources};
+use isolab_runtime::container::config::{self, ConfigError};
+use isolab_runtime::container::{self as runtime, ContainerConfig, Outcome, RunError, User};
+use isolab_runtime::explain::Explain;
 
 use crate::failure::Failure;
 
 #[derive(Debug, Args)]
-pub struct RunArgs {}
+pub struct RunArgs {
+    /// The container's name (default: generated); also names its cgroup `isolab/<name>`.
+    #[arg(long)]
+    name: Option<String>,
+    /// Hostname inside the container (default: the name).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Directory to use as the container's root filesystem.
+    #[arg(long)]
+    rootfs: PathBuf,
+    /// Set an environment variable (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VAL")]
+    env: Vec<String>,
+    /// Working directory inside the container (default: /).
+    #[arg(long, short = 'w')]
+    workdir: Option<String>,
+    /// Numeric user (and group) to run the command as.
+    #[arg(long, short = 'u', value_name = "UID[:GID]")]
+    user: Option<String>,
+    /// Mount the root filesystem read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// Memory limit, e.g. 64M (k, m, g suffixes).
+    #[arg(long, short = 'm')]
+    memory: Option<String>,
+    /// Memory plus swap limit (needs --memory; -1 for unlimited swap).
+    #[arg(long, allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// CPU time limit in CPUs, e.g. 0.5.
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Relative CPU weight, cgroup v1 scale (2-262144; converted on cgroup v2).
+    #[arg(long, short = 'c', conflicts_with = "cpu_weight")]
+    cpu_shares: Option<u64>,
+    /// Relative CPU weight, cgroup v2 scale (1-10000; converted on cgroup v1).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    cpu_weight: Option<u64>,
+    /// CPUs the container may use, e.g. 0 or 0-1.
+    #[arg(long)]
+    cpuset_cpus: Option<String>,
+    /// Most processes and threads the container may have.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pids_limit: Option<u64>,
+    /// Relative block I/O weight (10-1000), where the I/O scheduler supports weights.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(10..=1000))]
+    blkio_weight: Option<u16>,
+    /// Network: none (own namespace with lo only) or host.
+    #[arg(long, default_value = "none")]
+    net: String,
+    /// Map container root to an unprivileged host id range (/etc/subuid's range for root,
+    /// else 100000-165535). The rootfs must be world-readable, or owned by that range.
+    #[arg(long)]
+    userns: bool,
+    /// Turn off the isolation that protects the host: all capabilities, no seccomp, no
+    /// masked or read-only kernel paths, writable /sys. Namespaces and cgroups stay.
+    #[arg(long)]
+    privileged: bool,
+    /// Security options; supported: seccomp=unconfined.
+    #[arg(long = "security-opt", value_name = "OPT")]
+    security_opt: Vec<String>,
+    /// Print each step (system call or file write) with a time stamp in µs to stderr.
+    #[arg(long)]
+    explain: bool,
+    /// The command to run as the container's PID 1, and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
 
-pub fn run(_args: RunArgs) -> Result<(), Failure> {
-    Ok(())
+/// `--explain` time stamps count from here.
+fn explain_from(enabled: bool, start: Instant) -> Explain {
+    if enabled {
+        Explain::on(start)
+    } else {
+        Explain::off()
+    }
+}
+
+pub fn run(args: RunArgs) -> Result<(), Failure> {
+    let start = Instant::now();
+    let explain = explain_from(args.explain, start);
+    let config = container_config(args).map_err(|e| Failure::Coded(125, anyhow!(e)))?;
+    if config.privileged {
+        eprintln!(
+            "isolab: WARNING: --privileged: container {} gets every capability, no seccomp filter and the host's kernel interfaces writable; it can take over the host",
+            config.name
+        );
+    }
+    match runtime::run(&config, explain) {
+        Ok(Outcome::Exited(0)) => Ok(()),
+        Ok(
+            outcome @ Outcome::Signaled {
+                oom_killed: true, ..
+            },
+        ) => {
+            let limit = config
+                .resources
+                .memory
+                .map_or_else(|| "unset".to_string(), config::format_size);
+            Err(Failure::Coded(
+                outcome.exit_code(),
+                anyhow!(
+                    "container {} was OOM-killed (memory limit {limit})",
+                    config.name
+                ),
+            ))
+        }
+        Ok(outcome) => Err(Failure::PassThrough(outcome.exit_code())),
+        Err(e) => Err(run_failure(e)),
+    }
+}
+
+fn run_failure(error: RunError) -> Failure {
+    Failure::Coded(error.exit_code(), anyhow!(error))
+}
+
+fn container_config(args: RunArgs) -> Result<ContainerConfig, ConfigError> {
+    let name = match args.name {
+        Some(name) => {
+            config::validate_name(&name)?;
+            name
+        }
+        None => config::generated_name(),
+    };
+    let memory = args.memory.as_deref().map(config::parse_size).transpose()?;
+    let memory_swap = args
+        .memory_swap
+        .as_deref()
+        .map(|text| config::parse_memory_swap(text, memory))
+        .transpose()?
+        .map(|total| total.map_or(MemorySwap::Unlimited, MemorySwap::Total));
+    let mut seccomp = true;
+    for opt in &args.security_opt {
+        seccomp &= config::parse_security_opt(opt)?;
+    }
+    Ok(ContainerConfig {
+        hostname: args.hostname.unwrap_or_else(|| name.clone()),
+        name,
+        rootfs: args.rootfs,
+        command: args.command,
+        env: args
+            .env
+            .iter()
+            .map(|e| config::parse_env(e))
+            .collect::<Result<_, _>>()?,
+        workdir: args.workdir,
+        user: args
+            .user
+            .as_deref()
+            .map(config::parse_user)
+            .transpose()?
+            .unwrap_or(User::default()),
+        read_only: args.read_only,
+        resources: Resources {
+            memory,
+            memory_swap,
+            cpu_quota_us: args.cpus.as_deref().map(config::parse_cpus).transpose()?,
+            cpu_shares: args.cpu_shares,
+            cpu_weight: args.cpu_weight,
+            cpuset_cpus: args.cpuset_cpus,
+            pids_limit: args.pids_limit,
+            blkio_weight: args.blkio_weight,
+        },
+        network: config::parse_network(&args.net)?,
+        userns: args.userns,
+        privileged: args.privileged,
+        seccomp,
+    })
 }

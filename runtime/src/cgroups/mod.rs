@@ -1,0 +1,288 @@
+//! Resource limits through cgroups: a [`CgroupManager`] per container, with a v1 and a v2
+//! implementation. Hybrid hosts (v1 controllers plus an empty cgroup2 mount) use v1, because
+//! that is where their controllers are.
+//!
+//! Each container gets `isolab/<name>` under each hierarchy it needs; the parent process
+//! creates it and writes the limits while the child is still setting up its mounts, then
+//! places the child in it before the child may exec.
+
+mod v1;
+mod v2;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::explain::Explain;
+use crate::host::{CgroupMode, CgroupSupport};
+
+/// The CFS period every quota is expressed against (the kernel's default, 100 ms).
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// The directory under each hierarchy's root that holds isolab's containers.
+const PARENT_DIR: &str = "isolab";
+
+/// The limits a container asked for; `None` leaves the kernel's default (unlimited).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// Memory limit in bytes.
+    pub memory: Option<u64>,
+    /// Memory plus swap, as Docker's `--memory-swap`.
+    pub memory_swap: Option<MemorySwap>,
+    /// CFS quota in µs per [`CPU_PERIOD_US`].
+    pub cpu_quota_us: Option<u64>,
+    /// v1 `cpu.shares` (2..=262144); converted to a weight on v2.
+    pub cpu_shares: Option<u64>,
+    /// v2 `cpu.weight` (1..=10000); converted to shares on v1.
+    pub cpu_weight: Option<u64>,
+    /// CPUs the container may run on, in the kernel's list syntax (`0-2,4`).
+    pub cpuset_cpus: Option<String>,
+    pub pids_limit: Option<u64>,
+    /// Proportional block-I/O weight (10..=1000, Docker's `--blkio-weight`).
+    pub blkio_weight: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemorySwap {
+    /// Memory plus swap may not exceed this many bytes.
+    Total(u64),
+    Unlimited,
+}
+
+impl Resources {
+    /// The cgroup v1 shares value to write, from either option.
+    fn shares(&self) -> Option<u64> {
+        self.cpu_shares.or_else(|| {
+            self.cpu_weight
+                .map(|w| 2 + (w.clamp(1, 10_000) - 1) * 262_142 / 9_999)
+        })
+    }
+
+    /// The cgroup v2 weight to write, from either option (runc's conversion of shares).
+    fn weight(&self) -> Option<u64> {
+        self.cpu_weight.or_else(|| {
+            self.cpu_shares
+                .map(|s| 1 + (s.clamp(2, 262_144) - 2) * 9_999 / 262_142)
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error(transparent)]
+    Host(#[from] crate::host::CgroupError),
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("writing {value:?} to {path}: {source}")]
+    Write {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("creating cgroup {path}: {source}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("a container named {name:?} exists already ({path} is present)")]
+    NameInUse { name: String, path: PathBuf },
+    #[error("removing cgroup {path}: {source}")]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: no line {key:?} with a number")]
+    MissingKey { path: PathBuf, key: &'static str },
+    #[error("this host cannot limit {what}: {missing}; {how}")]
+    Unsupported {
+        what: &'static str,
+        missing: String,
+        how: &'static str,
+    },
+}
+
+/// The cgroup filesystems the container mounts read-only at /sys/fs/cgroup after it has
+/// entered its cgroup namespace, so it sees its own cgroup as the root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerView {
+    /// One cgroup2 mount.
+    Unified,
+    /// A tmpfs with one v1 hierarchy per entry: (directory name, controllers as mount options).
+    Hierarchies(Vec<(String, String)>),
+}
+
+/// The cgroups of one container.
+pub trait CgroupManager: fmt::Debug {
+    /// Creates the container's cgroup(s) and writes every limit.
+    fn create(&self, resources: &Resources, explain: &Explain) -> Result<(), CgroupError>;
+    /// Moves `pid` into the container's cgroup(s).
+    fn add_process(&self, pid: i32, explain: &Explain) -> Result<(), CgroupError>;
+    /// How many processes the kernel's OOM killer killed in the container's memory cgroup.
+    fn oom_kills(&self) -> Result<u64, CgroupError>;
+    /// What to mount inside the container.
+    fn container_view(&self) -> ContainerView;
+    /// Removes the container's cgroup(s); ones that were never created are no error.
+    fn remove(&self, explain: &Explain) -> Result<(), CgroupError>;
+}
+
+/// The manager for this host's cgroup layout; fails (before anything is created) when the
+/// host lacks a controller or file a requested limit needs.
+pub fn for_host(name: &str, resources: &Resources) -> Result<Box<dyn CgroupManager>, CgroupError> {
+    let host = CgroupSupport::detect()?;
+    Ok(match (host.mode, host.unified) {
+        (CgroupMode::V2, Some(unified)) => Box::new(v2::V2Manager::new(
+            &unified.mount_point,
+            &unified.controllers,
+            name,
+            resources,
+        )?),
+        _ => Box::new(v1::V1Manager::new(name, resources, host.v1_hierarchies)?),
+    })
+}
+
+fn write(explain: &Explain, path: &Path, value: &str) -> Result<(), CgroupError> {
+    explain.step(format_args!("write {} = {value:?}", path.display()));
+    std::fs::write(path, value).map_err(|source| CgroupError::Write {
+        path: path.to_path_buf(),
+        value: value.to_string(),
+        source,
+    })
+}
+
+fn read(path: &Path) -> Result<String, CgroupError> {
+    std::fs::read_to_string(path).map_err(|source| CgroupError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The number after `key` in a flat-keyed file such as memory.events or cpu.stat.
+pub fn read_key(path: &Path, key: &'static str) -> Result<u64, CgroupError> {
+    read(path)?
+        .lines()
+        .find_map(|line| {
+            let (k, v) = line.split_once(' ')?;
+            (k == key).then(|| v.trim().parse().ok()).flatten()
+        })
+        .ok_or(CgroupError::MissingKey {
+            path: path.to_path_buf(),
+            key,
+        })
+}
+
+fn mkdir(explain: &Explain, path: &Path) -> Result<(), CgroupError> {
+    explain.step(format_args!("mkdir {}", path.display()));
+    std::fs::create_dir(path).map_err(|source| CgroupError::Create {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Creates the shared `isolab` directory unless another container already did.
+fn ensure_parent(explain: &Explain, path: &Path) -> Result<bool, CgroupError> {
+    match std::fs::create_dir(path) {
+        Ok(()) => {
+            explain.step(format_args!("mkdir {}", path.display()));
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(source) => Err(CgroupError::Create {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Creates the container's own directory; an existing one means the name is taken.
+fn create_leaf(explain: &Explain, path: &Path, name: &str) -> Result<(), CgroupError> {
+    mkdir(explain, path).map_err(|e| match e {
+        CgroupError::Create { source, .. } if source.kind() == io::ErrorKind::AlreadyExists => {
+            CgroupError::NameInUse {
+                name: name.to_string(),
+                path: path.to_path_buf(),
+            }
+        }
+        other => other,
+    })
+}
+
+/// Removes an empty cgroup directory. Right after the container's init was reaped the
+/// kernel may still be tearing the cgroup down (EBUSY), so this retries for a short while.
+fn remove_dir(explain: &Explain, path: &Path) -> Result<(), CgroupError> {
+    const TRIES: u32 = 100;
+    for attempt in 1.. {
+        match std::fs::remove_dir(path) {
+            Ok(()) => {
+                explain.step(format_args!("rmdir {}", path.display()));
+                return Ok(());
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < TRIES => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(source) => {
+                return Err(CgroupError::Remove {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    }
+    unreachable!("the loop returns by its last attempt")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_and_weight_convert_both_ways() {
+        let shares = Resources {
+            cpu_shares: Some(1024),
+            ..Resources::default()
+        };
+        assert_eq!(shares.shares(), Some(1024));
+        assert_eq!(shares.weight(), Some(39));
+        let weight = Resources {
+            cpu_weight: Some(100),
+            ..Resources::default()
+        };
+        assert_eq!(weight.weight(), Some(100));
+        assert_eq!(weight.shares(), Some(2597));
+        assert_eq!(Resources::default().weight(), None);
+    }
+
+    #[test]
+    fn keyed_files_are_read_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memory.events");
+        std::fs::write(&path, "low 0\nhigh 0\nmax 5\noom 2\noom_kill 1\n").unwrap();
+        assert_eq!(read_key(&path, "oom_kill").unwrap(), 1);
+        assert!(matches!(
+            read_key(&path, "absent"),
+            Err(CgroupError::MissingKey { .. })
+        ));
+    }
+
+    #[test]
+    fn removing_a_missing_cgroup_is_no_error() {
+        let dir = tempfile::tempdir().unwrap();
+        remove_dir(&Explain::off(), &dir.path().join("gone")).unwrap();
+        let taken = dir.path().join("taken");
+        create_leaf(&Explain::off(), &taken, "taken").unwrap();
+        assert!(matches!(
+            create_leaf(&Explain::off(), &taken, "taken"),
+            Err(CgroupError::NameInUse { .. })
+        ));
+        remove_dir(&Explain::off(), &taken).unwrap();
+        assert!(!taken.exists());
+    }
+}

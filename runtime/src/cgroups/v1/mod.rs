@@ -1,0 +1,298 @@
+//! cgroup v1: one hierarchy per controller (or co-mounted group), each with its own
+//! `isolab/<name>` directory.
+
+mod blkio;
+mod cpu;
+mod cpuset;
+mod memory;
+mod pids;
+
+use std::path::{Path, PathBuf};
+
+use super::{CgroupError, CgroupManager, ContainerView, PARENT_DIR, Resources};
+use crate::explain::Explain;
+use crate::host::cgroup::V1Hierarchy as Hierarchy;
+
+fn has(hierarchy: &Hierarchy, controller: &str) -> bool {
+    hierarchy.controllers.iter().any(|c| c == controller)
+}
+
+type Check = fn(&Path, &Resources) -> Result<(), CgroupError>;
+type Apply = fn(&Path, &Resources, &Explain) -> Result<(), CgroupError>;
+
+/// One controller: whether a limit asks for it, whether the container joins it anyway,
+/// what the host must offer for the limit, and how the limit is written.
+struct Controller {
+    name: &'static str,
+    limited: bool,
+    always: bool,
+    check: Option<Check>,
+    apply: Apply,
+}
+
+/// memory (for OOM reports), cpu and pids are joined wherever mounted; cpuset and blkio
+/// only when limited, to keep the start cheap.
+fn controllers(resources: &Resources) -> [Controller; 5] {
+    let controller = |name, limited, always, check, apply| Controller {
+        name,
+        limited,
+        always,
+        check,
+        apply,
+    };
+    [
+        controller(
+            memory::NAME,
+            memory::limited(resources),
+            true,
+            Some(memory::check as Check),
+            memory::apply as Apply,
+        ),
+        controller(
+            cpu::NAME,
+            cpu::limited(resources),
+            true,
+            Some(cpu::check),
+            cpu::apply,
+        ),
+        controller(
+            pids::NAME,
+            pids::limited(resources),
+            true,
+            None,
+            pids::apply,
+        ),
+        controller(
+            cpuset::NAME,
+            cpuset::limited(resources),
+            false,
+            None,
+            cpuset::apply,
+        ),
+        controller(
+            blkio::NAME,
+            blkio::limited(resources),
+            false,
+            Some(blkio::check),
+            blkio::apply,
+        ),
+    ]
+}
+
+#[derive(Debug)]
+pub(super) struct V1Manager {
+    name: String,
+    /// The hierarchies this container joins, each with the container's directory in it.
+    joined: Vec<(Hierarchy, PathBuf)>,
+}
+
+impl V1Manager {
+    /// Checks that each requested limit has its controller and files among the mounted
+    /// hierarchies, and picks the hierarchies to join.
+    pub(super) fn new(
+        name: &str,
+        resources: &Resources,
+        hierarchies: Vec<Hierarchy>,
+    ) -> Result<Self, CgroupError> {
+        let find = |controller: &str| hierarchies.iter().find(|h| has(h, controller));
+        let mut joined: Vec<(Hierarchy, PathBuf)> = Vec::new();
+        for Controller {
+            name: controller,
+            limited,
+            always,
+            check,
+            ..
+        } in controllers(resources)
+        {
+            match find(controller) {
+                Some(h) if limited || always => {
+                    if let (true, Some(check)) = (limited, check) {
+                        check(&h.mount_point, resources)?;
+                    }
+                    if !joined.iter().any(|(j, _)| j == h) {
+                        let dir = h.mount_point.join(PARENT_DIR).join(name);
+                        joined.push((h.clone(), dir));
+                    }
+                }
+                None if limited => {
+                    return Err(CgroupError::Unsupported {
+                        what: controller_subject(controller),
+                        missing: format!(
+                            "no cgroup v1 hierarchy with the {controller} controller is mounted"
+                        ),
+                        how: "mount it (e.g. mount -t cgroup -o <controller> cgroup /sys/fs/cgroup/<controller>) or enable the controller in the kernel (CONFIG_CGROUP_*, cgroup_enable=)",
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(V1Manager {
+            name: name.to_string(),
+            joined,
+        })
+    }
+
+    fn dir_with(&self, controller: &str) -> Option<&Path> {
+        self.joined
+            .iter()
+            .find(|(h, _)| has(h, controller))
+            .map(|(_, dir)| dir.as_path())
+    }
+}
+
+fn controller_subject(controller: &str) -> &'static str {
+    match controller {
+        "memory" => "memory",
+        "cpu" => "CPU time",
+        "pids" => "the number of processes",
+        "cpuset" => "the CPUs used",
+        _ => "block I/O",
+    }
+}
+
+impl CgroupManager for V1Manager {
+    fn create(&self, resources: &Resources, explain: &Explain) -> Result<(), CgroupError> {
+        for (hierarchy, dir) in &self.joined {
+            let parent = hierarchy.mount_point.join(PARENT_DIR);
+            super::ensure_parent(explain, &parent)?;
+            if has(hierarchy, cpuset::NAME) {
+                cpuset::inherit(explain, &hierarchy.mount_point, &parent)?;
+            }
+            super::create_leaf(explain, dir, &self.name)?;
+            if has(hierarchy, cpuset::NAME) {
+                cpuset::inherit(explain, &parent, dir)?;
+            }
+        }
+        for controller in controllers(resources) {
+            if let Some(dir) = self.dir_with(controller.name) {
+                (controller.apply)(dir, resources, explain)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add_process(&self, pid: i32, explain: &Explain) -> Result<(), CgroupError> {
+        let pid = pid.to_string();
+        for (_, dir) in &self.joined {
+            super::write(explain, &dir.join("cgroup.procs"), &pid)?;
+        }
+        Ok(())
+    }
+
+    fn oom_kills(&self) -> Result<u64, CgroupError> {
+        match self.dir_with(memory::NAME) {
+            Some(dir) => memory::oom_kills(dir),
+            None => Ok(0),
+        }
+    }
+
+    fn container_view(&self) -> ContainerView {
+        ContainerView::Hierarchies(
+            self.joined
+                .iter()
+                .map(|(h, _)| {
+                    let dir = h
+                        .mount_point
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| h.controllers.join(","));
+                    (dir, h.controllers.join(","))
+                })
+                .collect(),
+        )
+    }
+
+    fn remove(&self, explain: &Explain) -> Result<(), CgroupError> {
+        // Try every hierarchy even when one fails, so one error leaves the least behind.
+        let mut first_error = None;
+        for (_, dir) in &self.joined {
+            if let Err(e) = super::remove_dir(explain, dir) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hierarchy(mount_point: &str, controllers: &[&str]) -> Hierarchy {
+        Hierarchy {
+            mount_point: mount_point.into(),
+            controllers: controllers.iter().map(|c| c.to_string()).collect(),
+            name: None,
+        }
+    }
+
+    fn hybrid() -> Vec<Hierarchy> {
+        vec![
+            hierarchy("/sys/fs/cgroup/cpu,cpuacct", &["cpu", "cpuacct"]),
+            hierarchy("/sys/fs/cgroup/cpuset", &["cpuset"]),
+            hierarchy("/sys/fs/cgroup/memory", &["memory"]),
+            hierarchy("/sys/fs/cgroup/pids", &["pids"]),
+        ]
+    }
+
+    #[test]
+    fn the_container_joins_cpuset_only_when_limited() {
+        let none = V1Manager::new("c", &Resources::default(), hybrid()).unwrap();
+        let dirs: Vec<_> = none.joined.iter().map(|(_, d)| d.clone()).collect();
+        assert_eq!(
+            dirs,
+            [
+                PathBuf::from("/sys/fs/cgroup/memory/isolab/c"),
+                PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/isolab/c"),
+                PathBuf::from("/sys/fs/cgroup/pids/isolab/c"),
+            ]
+        );
+        assert_eq!(
+            none.container_view(),
+            ContainerView::Hierarchies(vec![
+                ("memory".into(), "memory".into()),
+                ("cpu,cpuacct".into(), "cpu,cpuacct".into()),
+                ("pids".into(), "pids".into()),
+            ])
+        );
+        let pinned = Resources {
+            cpuset_cpus: Some("0".into()),
+            ..Resources::default()
+        };
+        let with = V1Manager::new("c", &pinned, hybrid()).unwrap();
+        assert!(with.dir_with("cpuset").is_some());
+    }
+
+    #[test]
+    fn a_limit_without_its_controller_names_the_controller() {
+        let limited = Resources {
+            blkio_weight: Some(500),
+            ..Resources::default()
+        };
+        let err = V1Manager::new("c", &limited, hybrid()).unwrap_err();
+        assert!(err.to_string().contains("blkio controller"), "{err}");
+    }
+
+    #[test]
+    fn create_writes_limits_and_remove_cleans_up() {
+        let root = tempfile::tempdir().unwrap();
+        let memory = root.path().join("memory");
+        std::fs::create_dir(&memory).unwrap();
+        let hierarchies = vec![hierarchy(memory.to_str().unwrap(), &["memory"])];
+        let res = Resources {
+            memory: Some(32 << 20),
+            ..Resources::default()
+        };
+        let manager = V1Manager::new("c", &res, hierarchies).unwrap();
+        manager.create(&res, &Explain::off()).unwrap();
+        let dir = memory.join("isolab/c");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("memory.limit_in_bytes")).unwrap(),
+            "33554432"
+        );
+        // A real cgroupfs removes the control files with the directory; a tempdir does not.
+        std::fs::remove_file(dir.join("memory.limit_in_bytes")).unwrap();
+        manager.remove(&Explain::off()).unwrap();
+        assert!(!dir.exists());
+    }
+}

@@ -1,0 +1,23 @@
+//! v1 pids controller: the most tasks the container may have.
+
+use std::path::Path;
+
+use super::super::{CgroupError, Resources, write};
+use crate::explain::Explain;
+
+pub(super) const NAME: &str = "pids";
+
+pub(super) fn limited(resources: &Resources) -> bool {
+    resources.pids_limit.is_some()
+}
+
+pub(super) fn apply(
+    dir: &Path,
+    resources: &Resources,
+    explain: &Explain,
+) -> Result<(), CgroupError> {
+    match resources.pids_limit {
+        Some(max) => write(explain, &dir.join("pids.max"), &max.to_string()),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,30 @@
+//! v2 cpu controller: cpu.max (quota and period in one file) and cpu.weight.
+
+use std::path::Path;
+
+use super::super::{CPU_PERIOD_US, CgroupError, Resources, write};
+use crate::explain::Explain;
+
+pub(super) const NAME: &str = "cpu";
+
+pub(super) fn limited(resources: &Resources) -> bool {
+    resources.cpu_quota_us.is_some() || resources.weight().is_some()
+}
+
+pub(super) fn apply(
+    dir: &Path,
+    resources: &Resources,
+    explain: &Explain,
+) -> Result<(), CgroupError> {
+    if let Some(quota) = resources.cpu_quota_us {
+        write(
+            explain,
+            &dir.join("cpu.max"),
+            &format!("{quota} {CPU_PERIOD_US}"),
+        )?;
+    }
+    if let Some(weight) = resources.weight() {
+        write(explain, &dir.join("cpu.weight"), &weight.to_string())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! cgroup v2: one tree. The container's cgroup is `isolab/<name>` under the root; the
+//! controllers it needs are enabled top-down through each parent's cgroup.subtree_control.
+
+mod cpu;
+mod cpuset;
+mod io;
+mod memory;
+mod pids;
+
+use std::path::{Path, PathBuf};
+
+use super::{CgroupError, CgroupManager, ContainerView, PARENT_DIR, Resources};
+use crate::explain::Explain;
+
+#[derive(Debug)]
+pub(super) struct V2Manager {
+    root: PathBuf,
+    name: String,
+    dir: PathBuf,
+    /// Controllers to enable for the container, in `cgroup.subtree_control` syntax order.
+    controllers: Vec<&'static str>,
+}
+
+type Apply = fn(&Path, &Resources, &Explain) -> Result<(), CgroupError>;
+
+/// (controller, limit requested?, apply). memory, cpu and pids are enabled whenever the host
+/// has them, for OOM reports and statistics; cpuset and io only when limited.
+fn controllers(resources: &Resources) -> [(&'static str, bool, bool, Apply); 5] {
+    [
+        (
+            memory::NAME,
+            memory::limited(resources),
+            true,
+            memory::apply,
+        ),
+        (cpu::NAME, cpu::limited(resources), true, cpu::apply),
+        (pids::NAME, pids::limited(resources), true, pids::apply),
+        (
+            cpuset::NAME,
+            cpuset::limited(resources),
+            false,
+            cpuset::apply,
+        ),
+        (io::NAME, io::limited(resources), false, io::apply),
+    ]
+}
+
+impl V2Manager {
+    /// Checks that every controller a requested limit needs is among the root's `available`
+    /// controllers (its cgroup.controllers).
+    pub(super) fn new(
+        root: &Path,
+        available: &[String],
+        name: &str,
+        resources: &Resources,
+    ) -> Result<Self, CgroupError> {
+        let mut enabled = Vec::new();
+        for (controller, limited, always, _) in controllers(resources) {
+            let present = available.iter().any(|c| c == controller);
+            if limited && !present {
+                return Err(CgroupError::Unsupported {
+                    what: controller,
+                    missing: format!(
+                        "the {controller} controller is not in {}",
+                        root.join("cgroup.controllers").display()
+                    ),
+                    how: "free it from cgroup v1 (no v1 hierarchy may hold it; boot with systemd.unified_cgroup_hierarchy=1) or delegate it to this cgroup",
+                });
+            }
+            if present && (limited || always) {
+                enabled.push(controller);
+            }
+        }
+        Ok(V2Manager {
+            root: root.to_path_buf(),
+            name: name.to_string(),
+            dir: root.join(PARENT_DIR).join(name),
+            controllers: enabled,
+        })
+    }
+
+    /// `+memory +cpu ...`; enabling an already-enabled controller is a no-op for the kernel.
+    fn subtree_control_value(&self) -> String {
+        self.controllers
+            .iter()
+            .map(|c| format!("+{c}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl CgroupManager for V2Manager {
+    fn create(&self, resources: &Resources, explain: &Explain) -> Result<(), CgroupError> {
+        let parent = self.root.join(PARENT_DIR);
+        super::ensure_parent(explain, &parent)?;
+        if !self.controllers.is_empty() {
+            let enable = self.subtree_control_value();
+            super::write(explain, &self.root.join("cgroup.subtree_control"), &enable)?;
+            super::write(explain, &parent.join("cgroup.subtree_control"), &enable)?;
+        }
+        super::create_leaf(explain, &self.dir, &self.name)?;
+        for (controller, _, _, apply) in controllers(resources) {
+            if self.controllers.contains(&controller) {
+                apply(&self.dir, resources, explain)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add_process(&self, pid: i32, explain: &Explain) -> Result<(), CgroupError> {
+        super::write(explain, &self.dir.join("cgroup.procs"), &pid.to_string())
+    }
+
+    fn oom_kills(&self) -> Result<u64, CgroupError> {
+        if self.controllers.contains(&memory::NAME) {
+            memory::oom_kills(&self.dir)
+        } else {
+            Ok(0)
+        }
+    }
+
+    fn container_view(&self) -> ContainerView {
+        ContainerView::Unified
+    }
+
+    fn remove(&self, explain: &Explain) -> Result<(), CgroupError> {
+        super::remove_dir(explain, &self.dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manager(root: &Path, available: &str, res: &Resources) -> Result<V2Manager, CgroupError> {
+        let available: Vec<String> = available.split_whitespace().map(String::from).collect();
+        V2Manager::new(root, &available, "c", res)
+    }
+
+    #[test]
+    fn create_enables_controllers_top_down_and_writes_limits() {
+        let root = tempfile::tempdir().unwrap();
+        let res = Resources {
+            memory: Some(64 << 20),
+            cpu_quota_us: Some(50_000),
+            cpu_shares: Some(1024),
+            pids_limit: Some(64),
+            cpuset_cpus: Some("0".into()),
+            ..Resources::default()
+        };
+        let m = manager(
+            root.path(),
+            "cpuset cpu io memory hugetlb pids rdma misc",
+            &res,
+        )
+        .unwrap();
+        m.create(&res, &Explain::off()).unwrap();
+        let read = |p: &str| std::fs::read_to_string(root.path().join(p)).unwrap();
+        assert_eq!(read("cgroup.subtree_control"), "+memory +cpu +pids +cpuset");
+        assert_eq!(
+            read("isolab/cgroup.subtree_control"),
+            "+memory +cpu +pids +cpuset"
+        );
+        assert_eq!(read("isolab/c/memory.max"), "67108864");
+        assert_eq!(read("isolab/c/cpu.max"), "50000 100000");
+        assert_eq!(read("isolab/c/cpu.weight"), "39");
+        assert_eq!(read("isolab/c/pids.max"), "64");
+        assert_eq!(read("isolab/c/cpuset.cpus"), "0");
+        m.add_process(42, &Explain::off()).unwrap();
+        assert_eq!(read("isolab/c/cgroup.procs"), "42");
+    }
+
+    #[test]
+    fn a_missing_controller_is_named_before_anything_is_created() {
+        let root = tempfile::tempdir().unwrap();
+        let res = Resources {
+            cpu_quota_us: Some(50_000),
+            ..Resources::default()
+        };
+        let err = manager(root.path(), "memory pids", &res).unwrap_err();
+        assert!(
+            err.to_string().contains("the cpu controller is not in"),
+            "{err}"
+        );
+        assert!(!root.path().join("isolab").exists());
+    }
+
+    #[test]
+    fn swap_without_accounting_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let res = Resources {
+            memory: Some(32 << 20),
+            memory_swap: Some(super::super::MemorySwap::Total(64 << 20)),
+            ..Resources::default()
+        };
+        let m = manager(root.path(), "memory", &res).unwrap();
+        let err = m.create(&res, &Explain::off()).unwrap_err();
+        assert!(err.to_string().contains("swap"), "{err}");
+    }
+
+    #[test]
+    fn oom_kills_come_from_memory_events() {
+        let root = tempfile::tempdir().unwrap();
+        let m = manager(root.path(), "memory", &Resources::default()).unwrap();
+        m.create(&Resources::default(), &Explain::off()).unwrap();
+        std::fs::write(
+            root.path().join("isolab/c/memory.events"),
+            "oom 1\noom_kill 1\n",
+        )
+        .unwrap();
+        assert_eq!(m.oom_kills().unwrap(), 1);
+    }
+}

@@ -1,0 +1,100 @@
+//! Docker's default capability set, and reducing a process to it.
+
+use caps::{CapSet, Capability, CapsHashSet};
+
+use crate::explain::Explain;
+
+/// moby oci/caps/defaults.go; its mask is 0x00000000a80425fb.
+pub(crate) const DOCKER_DEFAULT: [Capability; 14] = [
+    Capability::CAP_CHOWN,
+    Capability::CAP_DAC_OVERRIDE,
+    Capability::CAP_FSETID,
+    Capability::CAP_FOWNER,
+    Capability::CAP_MKNOD,
+    Capability::CAP_NET_RAW,
+    Capability::CAP_SETGID,
+    Capability::CAP_SETUID,
+    Capability::CAP_SETFCAP,
+    Capability::CAP_SETPCAP,
+    Capability::CAP_NET_BIND_SERVICE,
+    Capability::CAP_SYS_CHROOT,
+    Capability::CAP_KILL,
+    Capability::CAP_AUDIT_WRITE,
+];
+
+/// Everything decided before the clone, so the child only makes the calls.
+#[derive(Debug, Clone)]
+pub(crate) struct CapabilityPlan {
+    keep: CapsHashSet,
+    /// Capabilities this kernel knows that are not kept.
+    drop_from_bounding: Vec<Capability>,
+}
+
+impl CapabilityPlan {
+    pub(crate) fn docker_default() -> Self {
+        let keep: CapsHashSet = DOCKER_DEFAULT.into_iter().collect();
+        let drop_from_bounding = caps::runtime::thread_all_supported()
+            .into_iter()
+            .filter(|c| !keep.contains(c))
+            .collect();
+        CapabilityPlan {
+            keep,
+            drop_from_bounding,
+        }
+    }
+
+    pub(crate) fn mask(&self) -> u64 {
+        self.keep.iter().fold(0, |m, c| m | c.bitmask())
+    }
+
+    /// Step one, while still root with every capability: shrink the bounding set (needs
+    /// CAP_SETPCAP) and clear the ambient set.
+    pub(crate) fn limit_bounding(&self, explain: &Explain) -> Result<(), caps::errors::CapsError> {
+        explain.step(format_args!(
+            "prctl(PR_CAPBSET_DROP) x{} (bounding set -> {:#018x}); prctl(PR_CAP_AMBIENT_CLEAR_ALL)",
+            self.drop_from_bounding.len(),
+            self.mask()
+        ));
+        for cap in &self.drop_from_bounding {
+            caps::drop(None, CapSet::Bounding, *cap)?;
+        }
+        caps::clear(None, CapSet::Ambient)
+    }
+
+    /// Step two, after the uid switch: effective, permitted and inheritable. A non-root user
+    /// lost its permitted and effective sets with setresuid already; its inheritable set is
+    /// cleared too (CVE-2022-24769: inheritable capabilities would flow into file-capability
+    /// binaries), as Docker 23+ does.
+    pub(crate) fn limit_sets(
+        &self,
+        root: bool,
+        explain: &Explain,
+    ) -> Result<(), caps::errors::CapsError> {
+        if !root {
+            explain.step(format_args!("capset(inheritable = 0)"));
+            return caps::clear(None, CapSet::Inheritable);
+        }
+        explain.step(format_args!(
+            "capset(effective = permitted = inheritable = {:#018x})",
+            self.mask()
+        ));
+        // Effective first: the kernel requires effective to stay within permitted.
+        for set in [CapSet::Effective, CapSet::Permitted, CapSet::Inheritable] {
+            caps::set(None, set, &self.keep)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_set_has_dockers_mask() {
+        let plan = CapabilityPlan::docker_default();
+        assert_eq!(plan.mask(), 0x0000_0000_a804_25fb);
+        assert!(plan.drop_from_bounding.contains(&Capability::CAP_SYS_ADMIN));
+        assert!(!plan.drop_from_bounding.contains(&Capability::CAP_KILL));
+    }
+}

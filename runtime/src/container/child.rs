@@ -1,0 +1,386 @@
+//! The container's init between clone and execve.
+//!
+//! Everything it needs was prepared by the parent (CStrings, pointer arrays, the BPF
+//! programs, the capability lists), so it mostly makes system calls. On failure it writes
+//! one report to the error pipe and exits; on success execve closes that pipe (O_CLOEXEC),
+//! which the parent reads as "started".
+
+use std::ffi::{CStr, CString};
+use std::fmt::{self, Write as _};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::unistd::{Gid, Uid};
+use seccompiler::BpfProgram;
+
+use super::capabilities::CapabilityPlan;
+use super::rootfs::{self, Plan};
+use super::sys::{Linux, Sys};
+use crate::explain::{Explain, StackBuf};
+
+/// What the child reports failed; the parent turns it into an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Stage {
+    Setup = 0,
+    Exec = 1,
+}
+
+/// The largest report; one write of at most PIPE_BUF bytes is atomic.
+pub(crate) const REPORT_MAX: usize = 1024;
+
+/// Everything the child does, prepared before the clone.
+#[derive(Debug)]
+pub(crate) struct ChildPlan {
+    pub(crate) explain: Explain,
+    pub(crate) mounts: Plan,
+    pub(crate) rootfs: CString,
+    pub(crate) hostname: String,
+    pub(crate) userns: bool,
+    pub(crate) own_netns: bool,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) workdir: CString,
+    /// Where to look for the command, in order (one entry when it contains a `/`).
+    pub(crate) candidates: Vec<CString>,
+    pub(crate) argv: Vec<CString>,
+    pub(crate) env: Vec<CString>,
+    /// `None` when privileged: every capability stays.
+    pub(crate) capabilities: Option<CapabilityPlan>,
+    pub(crate) seccomp: Vec<BpfProgram>,
+    /// The child's ends of the two pipes.
+    pub(crate) sync_rx: OwnedFd,
+    pub(crate) report_tx: OwnedFd,
+    /// The parent's ends, which the child's copy of the descriptor table must not keep open.
+    pub(crate) parent_ends: [RawFd; 2],
+}
+
+/// Null-terminated pointer array for execve, into strings that outlive it.
+fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// The pointer arrays execve takes, built before the clone.
+#[derive(Debug)]
+pub(crate) struct ExecArrays {
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+impl ChildPlan {
+    pub(crate) fn exec_arrays(&self) -> ExecArrays {
+        ExecArrays {
+            argv: pointers(&self.argv),
+            envp: pointers(&self.env),
+        }
+    }
+}
+
+/// Writes the report (stage, errno, message) to the parent and exits.
+fn fail(plan: &ChildPlan, stage: Stage, errno: Errno, what: fmt::Arguments<'_>) -> ! {
+    let mut report = StackBuf::<REPORT_MAX>::new();
+    // A message cut short by the buffer still reports stage and errno.
+    let _ = write!(
+        report,
+        "{}{:04x}{what}",
+        char::from(stage as u8),
+        errno as i32
+    );
+    report.write_to(plan.report_tx.as_raw_fd());
+    // SAFETY: _exit ends the process without running destructors or atexit handlers,
+    // which belong to the parent's copy of this state.
+    unsafe { libc::_exit(if stage == Stage::Exec { 127 } else { 125 }) }
+}
+
+/// Splits a report into (stage, errno, message); the errno is four hex digits.
+pub(crate) fn parse_report(bytes: &[u8]) -> Option<(Stage, Errno, String)> {
+    let stage = match *bytes.first()? {
+        0 => Stage::Setup,
+        1 => Stage::Exec,
+        _ => return None,
+    };
+    let errno = std::str::from_utf8(bytes.get(1..5)?).ok()?;
+    let errno = Errno::from_raw(i32::from_str_radix(errno, 16).ok()?);
+    let message = String::from_utf8_lossy(&bytes[5..]).into_owned();
+    Some((stage, errno, message))
+}
+
+macro_rules! check {
+    ($plan:expr, $result:expr, $($what:tt)+) => {
+        if let Err(errno) = $result {
+            fail($plan, Stage::Setup, errno, format_args!($($what)+));
+        }
+    };
+}
+
+/// Waits for the parent's go-ahead; EOF means the parent gave up, and the child leaves.
+fn wait_for_parent(plan: &ChildPlan) {
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(&plan.sync_rx, &mut byte) {
+            Ok(1) => return,
+            Err(Errno::EINTR) => continue,
+            // SAFETY: see fail(); nothing of this copy of the process needs cleaning up.
+            _ => unsafe { libc::_exit(125) },
+        }
+    }
+}
+
+/// The child's whole life: never returns.
+pub(crate) fn run(plan: &ChildPlan, arrays: &ExecArrays) -> ! {
+    let x = &plan.explain;
+    let sys = Linux { explain: *x };
+    for fd in plan.parent_ends {
+        // SAFETY: closes this process's copies of the parent's pipe ends; the OwnedFds
+        // naming them live in the parent's copy of memory and are never dropped here.
+        unsafe { libc::close(fd) };
+    }
+
+    x.step(format_args!(
+        "prctl(PR_SET_PDEATHSIG, SIGKILL); prctl(PR_SET_DUMPABLE, 0)  (until execve)"
+    ));
+    check!(
+        plan,
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL),
+        "setting the parent-death signal"
+    );
+    // Non-dumpable until execve: /proc/<pid>/exe and /proc/<pid>/mem of this copy of the
+    // isolab binary cannot be opened by anything in the container (CVE-2019-5736 class).
+    // execve of the command resets it.
+    check!(
+        plan,
+        nix::sys::prctl::set_dumpable(false),
+        "making the process non-dumpable"
+    );
+
+    if plan.userns {
+        wait_for_parent(plan);
+        x.step(format_args!(
+            "setresgid(0, 0, 0); setresuid(0, 0, 0)  (become the namespace's root)"
+        ));
+        check!(
+            plan,
+            become_user(0, 0),
+            "becoming root of the user namespace"
+        );
+    }
+
+    if let Err((op, errno)) = rootfs::apply(&sys, &plan.mounts.prepare) {
+        fail(plan, Stage::Setup, errno, format_args!("{op}"));
+    }
+    x.step(format_args!("sethostname({:?})", plan.hostname));
+    check!(
+        plan,
+        nix::unistd::sethostname(&plan.hostname),
+        "setting the hostname"
+    );
+    if plan.own_netns {
+        x.step(format_args!(
+            "socket(AF_INET, SOCK_DGRAM); ioctl(SIOCSIFFLAGS, \"lo\", IFF_UP|IFF_RUNNING)"
+        ));
+        check!(plan, loopback_up(), "bringing up the loopback interface");
+    }
+
+    // The parent has put this process into its cgroup; a namespace created now has that
+    // cgroup as its root, so the container sees itself at "/".
+    wait_for_parent(plan);
+    x.step(format_args!("unshare(CLONE_NEWCGROUP)"));
+    check!(
+        plan,
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP),
+        "creating the cgroup namespace"
+    );
+    if let Err((op, errno)) = rootfs::apply(&sys, &plan.mounts.cgroup_view) {
+        fail(plan, Stage::Setup, errno, format_args!("{op}"));
+    }
+
+    // pivot_root(".", ".") stacks the old root on the new one; detaching "." then removes it,
+    // with no put_old directory to create in (or later delete from) the rootfs.
+    check!(plan, sys.chdir(&plan.rootfs), "entering {:?}", plan.rootfs);
+    check!(
+        plan,
+        sys.pivot_root(c".", c"."),
+        "pivot_root into {:?}",
+        plan.rootfs
+    );
+    check!(plan, sys.umount_detach(c"."), "detaching the old root");
+    check!(plan, sys.chdir(c"/"), "entering the new root");
+    if let Err((op, errno)) = rootfs::apply(&sys, &plan.mounts.finish) {
+        fail(plan, Stage::Setup, errno, format_args!("{op}"));
+    }
+
+    if let Some(caps) = &plan.capabilities {
+        if let Err(e) = caps.limit_bounding(x) {
+            fail(plan, Stage::Setup, Errno::last(), format_args!("{e}"));
+        }
+    }
+    x.step(format_args!(
+        "setgroups(0, NULL); setresgid({g}, {g}, {g}); setresuid({u}, {u}, {u})",
+        g = plan.gid,
+        u = plan.uid
+    ));
+    check!(
+        plan,
+        become_user(plan.uid, plan.gid),
+        "switching to user {}:{}",
+        plan.uid,
+        plan.gid
+    );
+    if let Some(caps) = &plan.capabilities {
+        if let Err(e) = caps.limit_sets(plan.uid == 0, x) {
+            fail(plan, Stage::Setup, Errno::last(), format_args!("{e}"));
+        }
+    }
+    // The working directory is resolved inside the new root, after every mount, so no
+    // descriptor or path of the host can be the container's cwd (CVE-2024-21626 class).
+    check!(
+        plan,
+        sys.chdir(&plan.workdir),
+        "entering the working directory {:?}",
+        plan.workdir
+    );
+
+    if plan.capabilities.is_some() {
+        x.step(format_args!("prctl(PR_SET_NO_NEW_PRIVS, 1)"));
+        check!(
+            plan,
+            nix::sys::prctl::set_no_new_privs(),
+            "setting no_new_privs"
+        );
+    }
+    // Mark every inherited descriptor above stderr close-on-exec (the error pipe too, whose
+    // closing tells the parent that execve succeeded).
+    x.step(format_args!("close_range(3, ~0U, CLOSE_RANGE_CLOEXEC)"));
+    // SAFETY: close_range only changes descriptor flags; no memory is involved.
+    let closed = unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
+    check!(
+        plan,
+        Errno::result(closed),
+        "marking descriptors close-on-exec"
+    );
+    for (i, program) in plan.seccomp.iter().enumerate() {
+        x.step(format_args!(
+            "seccomp(SECCOMP_SET_MODE_FILTER, 0, {{{} BPF instructions}})  (filter {} of {})",
+            program.len(),
+            i + 1,
+            plan.seccomp.len()
+        ));
+        if let Err(e) = seccompiler::apply_filter(program) {
+            fail(
+                plan,
+                Stage::Setup,
+                Errno::last(),
+                format_args!("loading the seccomp filter: {e}"),
+            );
+        }
+    }
+    exec(plan, arrays)
+}
+
+fn become_user(uid: u32, gid: u32) -> nix::Result<()> {
+    nix::unistd::setgroups(&[])?;
+    let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
+    nix::unistd::setresgid(gid, gid, gid)?;
+    nix::unistd::setresuid(uid, uid, uid)
+}
+
+/// Tries each candidate path as execvp does: a missing file moves on, a permission error is
+/// remembered (and wins over "not found"), anything else is the answer.
+fn exec(plan: &ChildPlan, arrays: &ExecArrays) -> ! {
+    let mut denied: Option<&CStr> = None;
+    let mut last = Errno::ENOENT;
+    for candidate in &plan.candidates {
+        plan.explain.step(format_args!(
+            "execve({candidate:?}, argv[{}], envp[{}])",
+            plan.argv.len(),
+            plan.env.len()
+        ));
+        // SAFETY: both arrays are null-terminated and point into CStrings of `plan`,
+        // which outlive the call.
+        unsafe {
+            libc::execve(
+                candidate.as_ptr(),
+                arrays.argv.as_ptr(),
+                arrays.envp.as_ptr(),
+            )
+        };
+        last = Errno::last();
+        match last {
+            Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP => {}
+            Errno::EACCES => {
+                denied.get_or_insert(candidate);
+            }
+            _ => fail(
+                plan,
+                Stage::Exec,
+                last,
+                format_args!("{}", candidate.to_string_lossy()),
+            ),
+        }
+    }
+    let command = plan.argv[0].to_string_lossy();
+    match denied {
+        Some(path) => fail(
+            plan,
+            Stage::Exec,
+            Errno::EACCES,
+            format_args!("{}", path.to_string_lossy()),
+        ),
+        None => fail(plan, Stage::Exec, last, format_args!("{command}")),
+    }
+}
+
+fn loopback_up() -> nix::Result<()> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags =
+        (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads an ifreq, and `req` is one that lives across the call.
+    let ret = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) };
+    Errno::result(ret).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_round_trip() {
+        let mut b = StackBuf::<64>::new();
+        write!(
+            b,
+            "{}{:04x}/bin/x",
+            char::from(Stage::Exec as u8),
+            Errno::EACCES as i32
+        )
+        .unwrap();
+        assert_eq!(
+            parse_report(b.as_bytes()),
+            Some((Stage::Exec, Errno::EACCES, "/bin/x".to_string()))
+        );
+        assert_eq!(parse_report(b""), None);
+    }
+
+    #[test]
+    fn pointer_arrays_end_with_null() {
+        let strings = [c"a".to_owned(), c"b".to_owned()];
+        let p = pointers(&strings);
+        assert_eq!(p.len(), 3);
+        assert!(p[2].is_null());
+    }
+}

@@ -1,0 +1,514 @@
+//! Running one container in the foreground: the parent's side.
+//!
+//! The parent prepares everything, clones the container's init directly into its new
+//! namespaces (no re-exec, no helper process), then — while the child builds its root —
+//! writes the id maps (with `--userns`) and creates the cgroups, places the child in them
+//! and lets it go on. It forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT to the child, waits for it,
+//! reports an OOM kill, and removes the cgroups. Whatever fails, the guard kills the child
+//! (which takes its namespaces and mounts with it) and removes the cgroups.
+
+mod capabilities;
+mod child;
+pub mod config;
+mod rootfs;
+mod seccomp;
+mod sys;
+pub mod userns;
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::errno::Errno;
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::cgroups::{self, CgroupError, CgroupManager};
+use crate::explain::Explain;
+use capabilities::CapabilityPlan;
+use child::{ChildPlan, Stage};
+pub use config::{ConfigError, ContainerConfig, Network, User};
+use rootfs::Layout;
+use userns::IdRange;
+
+/// The `PATH` a container gets unless `-e PATH=...` says otherwise (Docker's).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How the container's command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Exited(i32),
+    Signaled { signal: i32, oom_killed: bool },
+}
+
+impl Outcome {
+    /// The shell's convention: the status, or 128 + the signal number.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Exited(code) => code as u8,
+            Outcome::Signaled { signal, .. } => (128 + signal) as u8,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("rootfs {path}: {reason}")]
+    Rootfs { path: PathBuf, reason: String },
+    #[error("--user {uid}:{gid} is outside the user namespace's {count} mapped ids")]
+    UserOutsideMap { uid: u32, gid: u32, count: u32 },
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("building the seccomp filter: {0}")]
+    Seccomp(#[from] seccomp::SeccompError),
+    #[error("{what}: {source}")]
+    Sys {
+        what: &'static str,
+        #[source]
+        source: Errno,
+    },
+    #[error("writing {path}: {source}")]
+    IdMap {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("setting up the container failed: {message}: {errno}")]
+    Setup { message: String, errno: Errno },
+    #[error("{command}: command not found in the container ({errno})")]
+    NotFound { command: String, errno: Errno },
+    #[error("{command}: cannot execute: {errno}")]
+    CannotExecute { command: String, errno: Errno },
+}
+
+impl RunError {
+    /// Docker's convention: 127 not found, 126 not executable, 125 isolab's own failure.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::NotFound { .. } => 127,
+            RunError::CannotExecute { .. } => 126,
+            _ => 125,
+        }
+    }
+}
+
+fn sys_err(what: &'static str) -> impl FnOnce(Errno) -> RunError {
+    move |source| RunError::Sys { what, source }
+}
+
+fn cstring(bytes: impl Into<Vec<u8>>, what: &'static str) -> Result<CString, RunError> {
+    CString::new(bytes).map_err(|_| RunError::Sys {
+        what,
+        source: Errno::EINVAL,
+    })
+}
+
+/// The child's pid for the signal handler; 0 when there is none.
+static CHILD: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward_signal(signal: libc::c_int) {
+    let pid = CHILD.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe and touches no memory.
+        unsafe { libc::kill(pid, signal) };
+    }
+}
+
+/// Installed in the parent only after the clone, so the child never runs this handler.
+fn forward_signals_to(pid: Pid) -> Result<(), RunError> {
+    CHILD.store(pid.as_raw(), Ordering::Relaxed);
+    let action = SigAction::new(
+        SigHandler::Handler(forward_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for signal in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        // SAFETY: the handler only reads an atomic and calls kill(2), both async-signal-safe.
+        unsafe { nix::sys::signal::sigaction(signal, &action) }
+            .map_err(sys_err("installing the signal forwarder"))?;
+    }
+    Ok(())
+}
+
+/// Owns the running child and its cgroups; dropping it before `finish` kills the child and
+/// removes the cgroups, so an early return leaves nothing behind.
+#[derive(Debug)]
+struct Running<'a> {
+    pid: Pid,
+    reaped: bool,
+    cleaned: bool,
+    cgroups: &'a dyn CgroupManager,
+    explain: Explain,
+}
+
+impl Running<'_> {
+    fn wait(&mut self) -> Result<WaitStatus, RunError> {
+        loop {
+            match waitpid(self.pid, None) {
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(sys_err("waiting for the container")(e)),
+                Ok(status) => {
+                    self.reaped = true;
+                    CHILD.store(0, Ordering::Relaxed);
+                    self.explain
+                        .step(format_args!("wait4({}) = {status:?}", self.pid));
+                    return Ok(status);
+                }
+            }
+        }
+    }
+
+    /// Removes the cgroups of a container that has been reaped.
+    fn finish(mut self) -> Result<(), CgroupError> {
+        self.cleaned = true;
+        self.cgroups.remove(&self.explain)
+    }
+
+    fn kill(&mut self) {
+        if !self.reaped {
+            self.explain
+                .step(format_args!("kill({}, SIGKILL)", self.pid));
+            let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
+            let _ = self.wait();
+        }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        self.kill();
+        // The error that brought us here is the one to report; a cleanup failure on top of
+        // it can only be mentioned.
+        if let Err(e) = self.cgroups.remove(&self.explain) {
+            eprintln!("isolab: warning: {e}");
+        }
+    }
+}
+
+/// Runs the container to completion.
+pub fn run(config: &ContainerConfig, explain: Explain) -> Result<Outcome, RunError> {
+    let rootfs = check_rootfs(&config.rootfs)?;
+    let cgroups = cgroups::for_host(&config.name, &config.resources)?;
+    let own_netns = config.network == Network::None;
+    let ids = config.userns.then(|| {
+        (
+            IdRange::for_root(Path::new("/etc/subuid")),
+            IdRange::for_root(Path::new("/etc/subgid")),
+        )
+    });
+    if let Some((uids, gids)) = ids {
+        if config.user.uid >= uids.count || config.user.gid >= gids.count {
+            return Err(RunError::UserOutsideMap {
+                uid: config.user.uid,
+                gid: config.user.gid,
+                count: uids.count.min(gids.count),
+            });
+        }
+    }
+
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if own_netns {
+        flags |= libc::CLONE_NEWNET;
+    }
+    if config.userns {
+        flags |= libc::CLONE_NEWUSER;
+    }
+    if Path::new("/proc/self/ns/time").exists() {
+        flags |= libc::CLONE_NEWTIME;
+    }
+
+    let confined = !config.privileged;
+    let seccomp = if config.seccomp && confined {
+        seccomp::docker_default()?
+    } else {
+        Vec::new()
+    };
+    let (sync_rx, sync_tx) = sys::pipe().map_err(sys_err("creating the sync pipe"))?;
+    let (report_rx, report_tx) = sys::pipe().map_err(sys_err("creating the error pipe"))?;
+    let env = environment(config);
+    let plan = ChildPlan {
+        explain: explain.as_actor("init  "),
+        mounts: Layout {
+            rootfs: &rootfs,
+            read_only: config.read_only,
+            privileged: config.privileged,
+            own_netns,
+            userns: config.userns,
+            cgroups: cgroups.container_view(),
+        }
+        .plan(),
+        rootfs: cstring(rootfs.as_os_str().as_bytes(), "rootfs path")?,
+        hostname: config.hostname.clone(),
+        userns: config.userns,
+        own_netns,
+        uid: config.user.uid,
+        gid: config.user.gid,
+        workdir: cstring(config.workdir.as_deref().unwrap_or("/"), "--workdir")?,
+        candidates: candidates(&config.command[0], &env)?,
+        argv: config
+            .command
+            .iter()
+            .map(|a| cstring(a.as_str(), "command argument"))
+            .collect::<Result<_, _>>()?,
+        env: env
+            .iter()
+            .map(|(k, v)| cstring(format!("{k}={v}"), "environment variable"))
+            .collect::<Result<_, _>>()?,
+        capabilities: confined.then(CapabilityPlan::docker_default),
+        seccomp,
+        sync_rx,
+        report_tx,
+        parent_ends: [sync_tx.as_raw_fd(), report_rx.as_raw_fd()],
+    };
+    let exec_arrays = plan.exec_arrays();
+
+    let pid = match sys::clone_process(flags as u64, &explain).map_err(sys_err("clone3"))? {
+        None => child::run(&plan, &exec_arrays),
+        Some(pid) => pid,
+    };
+    // Closes the child's pipe ends here, so EOF on the error pipe means the child is gone
+    // or has exec'd.
+    drop(plan);
+    explain.step(format_args!("container init is pid {pid} on the host"));
+    let mut running = Running {
+        pid,
+        reaped: false,
+        cleaned: false,
+        cgroups: cgroups.as_ref(),
+        explain,
+    };
+    forward_signals_to(pid)?;
+
+    if let Err(e) = release_child(config, &*cgroups, pid, ids, &sync_tx, &explain) {
+        // The child may have failed first (and made this step fail); its report is the cause.
+        running.kill();
+        return Err(child_report(&report_rx)?.unwrap_or(e));
+    }
+    if let Some(error) = child_report(&report_rx)? {
+        return Err(error);
+    }
+    explain.step(format_args!(
+        "error pipe closed by execve (O_CLOEXEC): the command runs"
+    ));
+
+    let status = running.wait()?;
+    let outcome = match status {
+        WaitStatus::Exited(_, code) => Outcome::Exited(code),
+        WaitStatus::Signaled(_, signal, _) => Outcome::Signaled {
+            signal: signal as i32,
+            oom_killed: signal == Signal::SIGKILL && cgroups.oom_kills()? > 0,
+        },
+        // Stops and continues are only reported with WUNTRACED/WCONTINUED, never asked for.
+        _ => {
+            return Err(RunError::Sys {
+                what: "unexpected wait status",
+                source: Errno::ECHILD,
+            });
+        }
+    };
+    running.finish()?;
+    Ok(outcome)
+}
+
+/// The parent's part while the child sets up: id maps, then cgroups, each followed by a
+/// go-ahead byte.
+fn release_child(
+    config: &ContainerConfig,
+    cgroups: &dyn CgroupManager,
+    pid: Pid,
+    ids: Option<(IdRange, IdRange)>,
+    sync_tx: &OwnedFd,
+    explain: &Explain,
+) -> Result<(), RunError> {
+    if let Some((uids, gids)) = ids {
+        for (file, range) in [("uid_map", uids), ("gid_map", gids)] {
+            let path = PathBuf::from(format!("/proc/{pid}/{file}"));
+            let line = range.map_line();
+            explain.step(format_args!("write {} = {:?}", path.display(), line));
+            std::fs::write(&path, &line).map_err(|source| RunError::IdMap { path, source })?;
+        }
+        go_ahead(sync_tx)?;
+    }
+    cgroups.create(&config.resources, explain)?;
+    cgroups.add_process(pid.as_raw(), explain)?;
+    go_ahead(sync_tx)
+}
+
+fn go_ahead(sync_tx: &OwnedFd) -> Result<(), RunError> {
+    nix::unistd::write(sync_tx, b"g")
+        .map(drop)
+        .map_err(sys_err("releasing the container's init"))
+}
+
+/// Reads the child's failure report; `None` when the pipe closed without one (execve).
+fn child_report(report_rx: &OwnedFd) -> Result<Option<RunError>, RunError> {
+    let mut buf = [0u8; child::REPORT_MAX];
+    let n = sys::read_full(report_rx, &mut buf).map_err(sys_err("reading the error pipe"))?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let Some((stage, errno, message)) = child::parse_report(&buf[..n]) else {
+        return Ok(Some(RunError::Setup {
+            message: String::from_utf8_lossy(&buf[..n]).into_owned(),
+            errno: Errno::UnknownErrno,
+        }));
+    };
+    Ok(Some(match (stage, errno) {
+        (Stage::Exec, Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => RunError::NotFound {
+            command: message,
+            errno,
+        },
+        (Stage::Exec, _) => RunError::CannotExecute {
+            command: message,
+            errno,
+        },
+        (Stage::Setup, _) => RunError::Setup { message, errno },
+    }))
+}
+
+fn check_rootfs(path: &Path) -> Result<PathBuf, RunError> {
+    let err = |reason: String| RunError::Rootfs {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let canonical = path.canonicalize().map_err(|e| err(e.to_string()))?;
+    if !canonical.is_dir() {
+        return Err(err("not a directory".into()));
+    }
+    if canonical == Path::new("/") {
+        return Err(err("the host's / cannot be a container's root".into()));
+    }
+    Ok(canonical)
+}
+
+/// Docker's defaults (PATH, HOSTNAME, HOME), overridden by `-e`, in a stable order.
+fn environment(config: &ContainerConfig) -> Vec<(String, String)> {
+    let home = if config.user.uid == 0 { "/root" } else { "/" };
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".into(), DEFAULT_PATH.into()),
+        ("HOSTNAME".into(), config.hostname.clone()),
+        ("HOME".into(), home.into()),
+    ];
+    for (key, value) in &config.env {
+        match env.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value.clone(),
+            None => env.push((key.clone(), value.clone())),
+        }
+    }
+    env
+}
+
+/// The paths execve will try: the command itself if it has a `/`, else each `PATH` entry.
+fn candidates(command: &str, env: &[(String, String)]) -> Result<Vec<CString>, RunError> {
+    if command.contains('/') {
+        return Ok(vec![cstring(command, "command")?]);
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+    path.split(':')
+        .map(|dir| {
+            let dir = if dir.is_empty() { "." } else { dir };
+            cstring(
+                format!("{}/{command}", dir.trim_end_matches('/')),
+                "command",
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ContainerConfig {
+        ContainerConfig {
+            name: "c".into(),
+            hostname: "h".into(),
+            rootfs: "/r".into(),
+            command: vec!["sh".into()],
+            env: vec![
+                ("PATH".into(), "/bin:/usr/bin/".into()),
+                ("A".into(), "1".into()),
+            ],
+            workdir: None,
+            user: User::default(),
+            read_only: false,
+            resources: Default::default(),
+            network: Network::None,
+            userns: false,
+            privileged: false,
+            seccomp: true,
+        }
+    }
+
+    #[test]
+    fn env_overrides_defaults_in_place() {
+        let env = environment(&config());
+        assert_eq!(env[0], ("PATH".into(), "/bin:/usr/bin/".into()));
+        assert_eq!(env[1], ("HOSTNAME".into(), "h".into()));
+        assert_eq!(env[3], ("A".into(), "1".into()));
+    }
+
+    #[test]
+    fn commands_are_looked_up_in_the_containers_path() {
+        let env = environment(&config());
+        assert_eq!(
+            candidates("sh", &env).unwrap(),
+            [c"/bin/sh".to_owned(), c"/usr/bin/sh".to_owned()]
+        );
+        assert_eq!(candidates("./x", &env).unwrap(), [c"./x".to_owned()]);
+    }
+
+    #[test]
+    fn exit_codes_follow_dockers_convention() {
+        assert_eq!(Outcome::Exited(3).exit_code(), 3);
+        assert_eq!(
+            Outcome::Signaled {
+                signal: 9,
+                oom_killed: true
+            }
+            .exit_code(),
+            137
+        );
+        let not_found = RunError::NotFound {
+            command: "x".into(),
+            errno: Errno::ENOENT,
+        };
+        assert_eq!(not_found.exit_code(), 127);
+        assert_eq!(
+            RunError::CannotExecute {
+                command: "x".into(),
+                errno: Errno::EACCES
+            }
+            .exit_code(),
+            126
+        );
+        assert_eq!(
+            RunError::from(ConfigError::BridgeUnavailable).exit_code(),
+            125
+        );
+    }
+
+    #[test]
+    fn a_missing_rootfs_is_named() {
+        let err = check_rootfs(Path::new("/nonexistent/rootfs")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/rootfs"), "{err}");
+        assert!(check_rootfs(Path::new("/")).is_err());
+    }
+}
