@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{bench, doctor, measure, run, setup, vm};
+use crate::commands::{bench, compare, container, doctor, image, measure, plan, report, run, sandbox, setup, vm};
 
 /// Container or VM? Measurements instead of folklore.
 #[derive(Debug, Parser)]
@@ -20,10 +20,54 @@ pub enum Command {
     Measure(measure::MeasureArgs),
     /// Run the identical workload on several targets, side by side, and record the results.
     Bench(bench::BenchArgs),
-    /// Run a command in a new container and return its exit status.
+    /// Charts, the classic claims checked, and tables from result files: report.html, summary.md.
+    Report(report::ReportArgs),
+    /// Compare two result files; exit 1 on a significant regression beyond the threshold.
+    Compare(compare::CompareArgs),
+    /// How many containers and VMs of a workload fit a host, from measured overheads.
+    Plan(plan::PlanArgs),
+    /// Run a command in a new container and return its exit status (or start it with -d).
     Run(run::RunArgs),
+    /// List containers: running ones (detached and foreground), with --all exited ones too.
+    Ps(container::PsArgs),
+    /// Run a command in a running container, hardened as its own command was.
+    Exec(container::ExecArgs),
+    /// Print a detached container's output.
+    Logs(container::NameArgs),
+    /// Send a signal to a container's init.
+    Kill(container::KillArgs),
+    /// Stop a container: SIGTERM, then SIGKILL after --time seconds.
+    Stop(container::StopArgs),
+    /// Remove containers (-f: kill running ones first).
+    Rm(container::RmArgs),
+    /// A running container's memory, CPU, pids and OOM kills, from its cgroups.
+    Stats(container::StatsArgs),
+    /// Clean up after killed isolab processes: dead containers' records, stale cgroups.
+    Gc(container::GcArgs),
+    /// Wait for a detached container and record how it ended (started by run -d).
+    #[command(hide = true)]
+    Supervise(container::SuperviseArgs),
+    /// The image store: import, build, list, remove, inspect, export, disk use.
+    Image(image::ImageArgs),
     /// Boot and run micro-VMs.
     Vm(vm::VmArgs),
     /// Install, idempotently, the Debian packages a job needs.
     Setup(setup::SetupArgs),
+    /// A QEMU sandbox with standard KVM and pure cgroup v2, for tests this host cannot give.
+    Sandbox(sandbox::SandboxArgs),
+}
+
+/// The subcommands that follow Docker's exit-code convention, so that even their usage
+/// errors exit 125 rather than clap's 2.
+const DOCKER_CONVENTION: [&str; 9] = [
+    "run", "exec", "ps", "logs", "kill", "stop", "rm", "stats", "gc",
+];
+
+/// Whether the command line (program name first) names one of those subcommands.
+pub fn follows_docker_convention(args: &[std::ffi::OsString]) -> bool {
+    // Global options come before the subcommand; the first other word is the subcommand.
+    args.iter()
+        .skip(1)
+        .find(|a| !a.to_string_lossy().starts_with('-'))
+        .is_some_and(|a| DOCKER_CONVENTION.contains(&a.to_string_lossy().as_ref()))
 }

@@ -146,3 +146,149 @@ fn timeout_on_idle_ends_with_124() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("ISOLAB-READY"));
     assert!(started.elapsed().as_secs() < 10);
 }
+
+/// Starts `isolab vm run --workload idle` and waits for its `ISOLAB-READY`.
+fn idle_vm() -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    use std::io::BufRead;
+    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("isolab"))
+        .args([
+            "vm",
+            "run",
+            "--guest",
+            "mini",
+            "--timeout",
+            "60",
+            "--workload-bin",
+        ])
+        .arg(workload())
+        .args(["--workload", "idle"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "ISOLAB-READY\n");
+    (child, stdout)
+}
+
+#[test]
+fn sigterm_and_sigint_stop_the_vm_cleanly() {
+    for (signal, code) in [(libc::SIGTERM, 143), (libc::SIGINT, 130)] {
+        let (child, _stdout) = idle_vm();
+        let pid = child.id();
+        let started = std::time::Instant::now();
+        // SAFETY: kill(2) on our own unreaped child.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signal) }, 0);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("VM stopped on signal {signal}")),
+            "{stderr}"
+        );
+        assert!(started.elapsed().as_secs() < 5);
+    }
+}
+
+fn read_json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn only_json_in(dir: &std::path::Path) -> serde_json::Value {
+    let files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    read_json(&files[0])
+}
+
+#[test]
+fn bench_measures_vm_mini_beside_native_with_the_same_bytes() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = Command::cargo_bin("isolab")
+        .unwrap()
+        .args(["bench", "--target", "native,vm-mini", "--workload", "ready"])
+        .args(["--runs", "3", "--warmup", "0", "--workload-bin"])
+        .arg(workload())
+        .arg("--out")
+        .arg(out_dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let set = only_json_in(out_dir.path());
+    let targets = set["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 2);
+    for target in targets {
+        let runs = target["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 3, "{}", target["name"]);
+        assert!(runs.iter().all(|r| r["ready_ns"].as_u64().unwrap() > 0));
+    }
+    assert_eq!(targets[1]["name"], "vm-mini");
+    assert!(
+        set["workload"]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("isolab-workload")
+    );
+}
+
+/// Processes whose command line mentions `needle` (a temporary directory's path).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let entry = e.ok()?;
+            entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline.contains(needle).then_some(cmdline)
+        })
+        .collect()
+}
+
+#[test]
+fn density_starts_and_stops_five_idle_instances_per_target_leaving_nothing() {
+    // A private copy of the workload: any process left behind would name its path.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("isolab-workload");
+    std::fs::copy(workload(), &copy).unwrap();
+    let out_dir = dir.path().join("results");
+    let out = Command::cargo_bin("isolab")
+        .unwrap()
+        .args(["bench", "--target", "native,vm-mini", "--workload", "idle"])
+        .args(["--count", "5", "--timeout", "30s", "--workload-bin"])
+        .arg(&copy)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("vm-mini: 5 running"), "{stdout}");
+    let set = only_json_in(&out_dir);
+    assert_eq!(set["kind"], "density");
+    for target in set["targets"].as_array().unwrap() {
+        assert_eq!(target["runs"].as_array().unwrap().len(), 5);
+        let density = &target["density"];
+        assert_eq!(density["stopped_clean"], true);
+        assert_eq!(density["steps"][0]["running"], 5);
+        assert!(density["steps"][0]["pss_sum_kib"].as_u64().unwrap() > 0);
+    }
+    let left = processes_mentioning(&dir.path().to_string_lossy());
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -63,6 +63,16 @@ pub enum ErrorKind {
 pub enum BenchError {
     #[error("--runs must be at least 1")]
     ZeroRuns,
+    #[error("the idle workload never exits by itself: measure it for density with --count N")]
+    IdleNeedsCount,
+    #[error("--count and --step must be at least 1")]
+    ZeroCount,
+    #[error("target `{target}` failed the density measurement")]
+    Density {
+        target: String,
+        #[source]
+        source: crate::density::DensityError,
+    },
     #[error(transparent)]
     Target(#[from] TargetError),
     #[error(transparent)]
@@ -104,10 +114,13 @@ pub enum BenchError {
 impl BenchError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            BenchError::Run { .. } => ErrorKind::TargetFailed,
+            BenchError::Run { .. } | BenchError::Density { .. } => ErrorKind::TargetFailed,
             BenchError::Workload(e) if e.is_missing_build() => ErrorKind::HostLacks,
             BenchError::Sampler(_) => ErrorKind::HostLacks,
+            BenchError::Target(e) if e.host_lacks() => ErrorKind::HostLacks,
             BenchError::ZeroRuns
+            | BenchError::IdleNeedsCount
+            | BenchError::ZeroCount
             | BenchError::Target(_)
             | BenchError::Workload(_)
             | BenchError::OutNotDir(_)
@@ -138,6 +151,9 @@ pub fn run(config: &BenchConfig) -> Result<Outcome, BenchError> {
     if config.runs == 0 {
         return Err(BenchError::ZeroRuns);
     }
+    if config.mode == Mode::Idle {
+        return Err(BenchError::IdleNeedsCount);
+    }
     let targets = target::resolve(&config.targets, &config.peers)?;
     let workload = Workload::prepare(config.mode, &config.sizes, config.workload_bin.as_deref())?;
     prepare_out_dir(&config.out_dir)?;
@@ -160,22 +176,30 @@ pub fn run(config: &BenchConfig) -> Result<Outcome, BenchError> {
                 description: target.description(),
                 stats: summarize_runs(&runs),
                 runs,
+                density: None,
             })
             .collect(),
     };
 
-    let stem = free_stem(&config.out_dir, &results.host.date, config.mode);
+    let stem = free_stem(&config.out_dir, "bench", &results.host.date, config.mode);
+    let files = write_results(&results, &config.out_dir, &stem)?;
+    Ok(Outcome { results, files })
+}
+
+/// Writes `results` as `<stem>.json` and `<stem>.csv` into `dir`.
+pub(crate) fn write_results(
+    results: &ResultSet,
+    dir: &Path,
+    stem: &str,
+) -> Result<Vec<PathBuf>, ExportError> {
     let exporters: [&dyn Exporter; 2] = [&Json, &Csv];
-    let files = exporters
+    exporters
         .into_iter()
         .map(|exporter| {
-            let path = config
-                .out_dir
-                .join(format!("{stem}.{}", exporter.extension()));
-            export_to_file(exporter, &results, &path).map(|()| path)
+            let path = dir.join(format!("{stem}.{}", exporter.extension()));
+            export_to_file(exporter, results, &path).map(|()| path)
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Outcome { results, files })
+        .collect()
 }
 
 /// Runs every target `warmup + runs` times in rounds, one run per target per round, and
@@ -187,11 +211,11 @@ fn measure(
 ) -> Result<Vec<Vec<RunRecord>>, BenchError> {
     let sampler = PssSampler::spawn().map_err(BenchError::Sampler)?;
     let progress = Progress::new(targets.len(), config.warmup, config.runs);
-    let workload_argv = workload.argv();
-    let argvs: Vec<Vec<String>> = targets
+    // Root filesystems and bundles live until every round is done.
+    let prepared = targets
         .iter()
-        .map(|t| t.argv(&workload.path, &workload_argv))
-        .collect();
+        .map(|t| t.prepare(workload))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut records = vec![Vec::new(); targets.len()];
     for round in 0..config.warmup + config.runs {
         for k in 0..targets.len() {
@@ -214,7 +238,7 @@ fn measure(
                 })
                 .transpose()?;
             let launch = Launch {
-                argv: &argvs[t],
+                argv: &prepared[t].argv,
                 cwd: scratch.as_ref().map(|dir| dir.path()),
                 mode: config.mode,
                 timeout: config.timeout,
@@ -273,11 +297,11 @@ pub fn prepare_out_dir(dir: &Path) -> Result<(), BenchError> {
         })
 }
 
-/// `bench-<UTC timestamp>-<mode>`, with a `-N` suffix when a set from the same second is
+/// `<kind>-<UTC timestamp>-<mode>`, with a `-N` suffix when a set from the same second is
 /// already there; results are never overwritten.
-fn free_stem(dir: &Path, date: &str, mode: Mode) -> String {
+pub(crate) fn free_stem(dir: &Path, kind: &str, date: &str, mode: Mode) -> String {
     let timestamp: String = date.chars().filter(|c| !matches!(c, '-' | ':')).collect();
-    let base = format!("bench-{timestamp}-{mode}");
+    let base = format!("{kind}-{timestamp}-{mode}");
     let taken = |stem: &str| {
         ["json", "csv"]
             .iter()
@@ -333,11 +357,11 @@ mod tests {
     fn stems_never_reuse_a_taken_name() {
         let tmp = tempfile::tempdir().unwrap();
         let date = "2026-05-01T12:03:04Z";
-        let first = free_stem(tmp.path(), date, Mode::Ready);
+        let first = free_stem(tmp.path(), "bench", date, Mode::Ready);
         assert_eq!(first, "bench-20260501T120304Z-ready");
         fs::write(tmp.path().join(format!("{first}.csv")), "").unwrap();
         assert_eq!(
-            free_stem(tmp.path(), date, Mode::Ready),
+            free_stem(tmp.path(), "bench", date, Mode::Ready),
             "bench-20260501T120304Z-ready-2"
         );
     }

@@ -1,12 +1,15 @@
 //! isolab's measurement harness: runs one workload binary on several targets, interleaved,
 //! and records start-up time, run time, memory and the workload's own figures.
 
+pub mod density;
 pub mod fingerprint;
 pub mod harness;
 pub mod procfs;
 pub mod progress;
+pub mod rootfs;
 pub mod runner;
 pub mod sampler;
+pub mod sandbox;
 pub mod target;
 pub mod workload;
 

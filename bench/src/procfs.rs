@@ -15,6 +15,18 @@ pub fn parse_pss_kib(smaps_rollup: &str) -> Option<u64> {
     })
 }
 
+/// MemTotal − MemAvailable, in KiB, from a `/proc/meminfo` text: the memory the host cannot
+/// hand out without reclaiming or swapping, which is what running instances take from it.
+pub fn parse_host_used_kib(meminfo: &str) -> Option<i64> {
+    let field = |name: &str| {
+        meminfo.lines().find_map(|line| {
+            let value = line.strip_prefix(name)?.strip_prefix(':')?;
+            value.trim().strip_suffix("kB")?.trim().parse::<i64>().ok()
+        })
+    };
+    Some(field("MemTotal")? - field("MemAvailable")?)
+}
+
 /// The parent pid from a `/proc/<pid>/stat` text. The command name (field 2) may contain
 /// spaces and parentheses, so fields are counted after its last `)`.
 pub fn parse_stat_ppid(stat: &str) -> Option<u32> {
@@ -129,6 +141,14 @@ Anonymous:           108 kB
         assert_eq!(parse_pss_kib(SMAPS_ROLLUP), Some(391));
         assert_eq!(parse_pss_kib("Pss_Anon: 4 kB\n"), None);
         assert_eq!(parse_pss_kib(""), None);
+    }
+
+    #[test]
+    fn host_used_is_total_minus_available() {
+        let meminfo =
+            "MemTotal:       24684000 kB\nMemFree:        1000 kB\nMemAvailable:   24000000 kB\n";
+        assert_eq!(parse_host_used_kib(meminfo), Some(684_000));
+        assert_eq!(parse_host_used_kib("MemTotal: 5 kB\n"), None);
     }
 
     #[test]

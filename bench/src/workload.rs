@@ -24,9 +24,13 @@ pub enum Mode {
     Mem,
     Syscall,
     Io,
+    /// Print `ISOLAB-READY`, then sleep until SIGTERM/SIGINT: never ends by itself, so it is
+    /// only measured for density (`--count`), not among [`Mode::ALL`].
+    Idle,
 }
 
 impl Mode {
+    /// The modes a run set measures one run at a time.
     pub const ALL: [Mode; 5] = [Mode::Ready, Mode::Cpu, Mode::Mem, Mode::Syscall, Mode::Io];
 
     pub fn name(self) -> &'static str {
@@ -36,12 +40,13 @@ impl Mode {
             Mode::Mem => "mem",
             Mode::Syscall => "syscall",
             Mode::Io => "io",
+            Mode::Idle => "idle",
         }
     }
 
     /// Whether the workload prints `ISOLAB-READY` in this mode.
     pub fn prints_ready(self) -> bool {
-        self == Mode::Ready
+        matches!(self, Mode::Ready | Mode::Idle)
     }
 
     /// Whether the mode writes files, and so runs in a scratch directory of its own.
@@ -53,7 +58,7 @@ impl Mode {
     /// well under a second, so a default bench of a few targets stays interactive.
     fn size_option(self) -> Option<(SizeOption, u64)> {
         match self {
-            Mode::Ready => None,
+            Mode::Ready | Mode::Idle => None,
             Mode::Cpu => Some((SizeOption::Iters, 2_000_000)),
             Mode::Mem => Some((SizeOption::Mib, 64)),
             Mode::Syscall => Some((SizeOption::N, 100_000)),
@@ -74,6 +79,7 @@ impl FromStr for Mode {
     fn from_str(s: &str) -> Result<Mode, WorkloadError> {
         Mode::ALL
             .into_iter()
+            .chain([Mode::Idle])
             .find(|mode| mode.name() == s)
             .ok_or_else(|| WorkloadError::UnknownMode(s.to_owned()))
     }
@@ -152,7 +158,7 @@ impl fmt::Display for Source {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
-    #[error("unknown workload `{0}`; known: ready, cpu, mem, syscall, io")]
+    #[error("unknown workload `{0}`; known: ready, cpu, mem, syscall, io, idle")]
     UnknownMode(String),
     #[error("{flag} does not apply to the `{mode}` workload")]
     SizeNotApplicable { flag: &'static str, mode: Mode },
@@ -282,13 +288,13 @@ mod tests {
 
     #[test]
     fn modes_parse_by_name_and_reject_others() {
-        for mode in Mode::ALL {
+        for mode in Mode::ALL.into_iter().chain([Mode::Idle]) {
             assert_eq!(mode.name().parse::<Mode>().unwrap(), mode);
         }
-        let err = "idle".parse::<Mode>().unwrap_err();
+        let err = "probe".parse::<Mode>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown workload `idle`; known: ready, cpu, mem, syscall, io"
+            "unknown workload `probe`; known: ready, cpu, mem, syscall, io, idle"
         );
     }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::vm::ExitStats;
+use crate::vm::{ExitStats, RamUse};
 
 /// One timed step, relative to the start of the run.
 #[derive(Debug, Clone)]
@@ -84,7 +84,9 @@ pub struct Explanation {
     pub syscalls: BTreeMap<String, SyscallStat>,
     pub exits: ExitStats,
     pub cpuid_leaves_set: usize,
-    pub guest_ram_touched: Option<u64>,
+    pub guest_ram_touched: Option<RamUse>,
+    /// Registers were exchanged through `kvm_run` (KVM_CAP_SYNC_REGS), not ioctls.
+    pub registers_via_kvm_run: bool,
 }
 
 fn us(d: Duration) -> f64 {
@@ -138,8 +140,22 @@ impl fmt::Display for Explanation {
             "CPUID leaves given to the guest: {}",
             self.cpuid_leaves_set
         )?;
-        if let Some(bytes) = self.guest_ram_touched {
-            writeln!(f, "guest RAM backed by host memory: {} KiB", bytes / 1024)?;
+        writeln!(
+            f,
+            "registers exchanged through: {}",
+            if self.registers_via_kvm_run {
+                "kvm_run (KVM_CAP_SYNC_REGS)"
+            } else {
+                "KVM_GET/SET_(S)REGS ioctls"
+            }
+        )?;
+        if let Some(ram) = self.guest_ram_touched {
+            writeln!(
+                f,
+                "guest RAM backed by host memory: {} KiB ({} KiB of it the workload file's page cache, shared)",
+                ram.total / 1024,
+                ram.file / 1024
+            )?;
         }
         Ok(())
     }

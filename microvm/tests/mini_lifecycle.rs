@@ -1,9 +1,21 @@
 //! Boots real mini VMs on this host's /dev/kvm through the library API.
 
+use std::io::Write;
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use isolab_microvm::explain::Trace;
 use isolab_microvm::mini::{self, Config, Outcome};
+use isolab_microvm::vm::Vm;
+use vm_memory::{Bytes, GuestAddress};
+
+/// The leak test reads process-wide counts (fds, threads, maps): every test holds this
+/// lock, so no VM of another test runs meanwhile.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// The workload ELF (`cargo build -p isolab-workload` builds it).
 fn workload() -> PathBuf {
@@ -33,24 +45,108 @@ fn count(dir: &str) -> usize {
     std::fs::read_dir(dir).unwrap().count()
 }
 
+/// The guest RAM size the leak tests use: a size nothing else in the process maps, so a
+/// leaked guest-RAM mapping is recognisable in /proc/self/maps.
+const LEAK_TEST_RAM: u64 = 72 << 20;
+
+fn guest_ram_mappings() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|line| {
+            let range = line.split_whitespace().next().unwrap();
+            let (start, end) = range.split_once('-').unwrap();
+            let size =
+                u64::from_str_radix(end, 16).unwrap() - u64::from_str_radix(start, 16).unwrap();
+            size == LEAK_TEST_RAM
+        })
+        .count()
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+/// What a finished VM must not leave behind: descriptors (VM, vCPU, the mapped ELF),
+/// threads (watchdogs, KVM's per-VM kernel workers), guest RAM mappings, memory.
+#[derive(Debug)]
+struct Footprint {
+    fds: usize,
+    threads: usize,
+    rss_kib: u64,
+}
+
+impl Footprint {
+    fn now() -> Self {
+        Footprint {
+            fds: count("/proc/self/fd"),
+            threads: count("/proc/self/task"),
+            rss_kib: rss_kib(),
+        }
+    }
+
+    /// Threads may still be exiting for a moment after their join, KVM's kernel workers
+    /// after the VM fd closed; memory may stay in the allocator's caches, but far below a
+    /// single VM's image.
+    fn assert_unchanged(&self, what: &str) {
+        let before = self;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while count("/proc/self/task") > before.threads && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let after = Footprint::now();
+        assert_eq!(after.fds, before.fds, "{what}: file descriptors leaked");
+        assert_eq!(after.threads, before.threads, "{what}: threads leaked");
+        assert_eq!(guest_ram_mappings(), 0, "{what}: guest RAM left mapped");
+        assert!(
+            after.rss_kib < before.rss_kib + 8 * 1024,
+            "{what}: memory grew from {before:?} to {after:?}"
+        );
+    }
+}
+
+fn leak_test_config() -> Config {
+    let mut cfg = config(&["ready"]);
+    cfg.mem_size = LEAK_TEST_RAM;
+    cfg
+}
+
+/// One test, not two: the checks read process-wide counts, which a VM of a test running
+/// in parallel would disturb.
 #[test]
-fn twenty_sequential_vms_leave_no_fds_or_threads_behind() {
-    // Warm up once so lazily created process-wide state is not counted as a leak.
+fn two_hundred_sequential_and_fifty_concurrent_vms_leave_nothing_behind() {
+    let _serial = serial();
+    // Warm up once so lazily created process-wide state (the CPUID cache, the kick signal
+    // handler) is not counted as a leak.
     assert_eq!(
         mini::run(&config(&["--help"])).unwrap().outcome,
         Outcome::Exited(0)
     );
-    let (fds, threads) = (count("/proc/self/fd"), count("/proc/self/task"));
-    for _ in 0..20 {
-        let run = mini::run(&config(&["syscall", "--n", "10"])).unwrap();
+    let before = Footprint::now();
+    for _ in 0..200 {
+        let run = mini::run(&leak_test_config()).unwrap();
         assert_eq!(run.outcome, Outcome::Exited(0));
     }
-    assert_eq!(count("/proc/self/fd"), fds, "file descriptors leaked");
-    assert_eq!(count("/proc/self/task"), threads, "threads leaked");
+    before.assert_unchanged("200 sequential VMs");
+
+    let concurrent: Vec<_> = (0..50)
+        .map(|_| std::thread::spawn(|| mini::run(&leak_test_config()).unwrap().outcome))
+        .collect();
+    for vm in concurrent {
+        assert_eq!(vm.join().unwrap(), Outcome::Exited(0));
+    }
+    before.assert_unchanged("50 concurrent VMs");
 }
 
 #[test]
 fn the_timeout_stops_a_blocked_guest_and_joins_its_watchdog() {
+    let _serial = serial();
     let mut cfg = config(&["idle"]);
     cfg.timeout = Some(Duration::from_millis(300));
     let started = std::time::Instant::now();
@@ -65,6 +161,7 @@ fn the_timeout_stops_a_blocked_guest_and_joins_its_watchdog() {
 
 #[test]
 fn explanation_counts_syscalls_and_exits() {
+    let _serial = serial();
     let run = mini::run(&config(&["syscall", "--n", "50"])).unwrap();
     assert_eq!(run.outcome, Outcome::Exited(0));
     let getppid = &run.explanation.syscalls["getppid"];
@@ -84,6 +181,7 @@ fn explanation_counts_syscalls_and_exits() {
 
 #[test]
 fn a_non_elf_file_is_refused_before_any_vm_exists() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("not-elf");
     std::fs::write(&path, b"#!/bin/sh\necho hi\n").unwrap();
@@ -91,4 +189,42 @@ fn a_non_elf_file_is_refused_before_any_vm_exists() {
     cfg.workload = path;
     let err = mini::run(&cfg).unwrap_err();
     assert!(matches!(err, mini::Error::Load { .. }), "{err}");
+}
+
+#[test]
+fn file_backed_guest_ram_is_private_and_discards_to_zero() {
+    let _serial = serial();
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(&[0xab; 8192]).unwrap();
+    let mut vm = Vm::new(16 << 20, &mut Trace::new()).unwrap();
+    let at = 4 << 20;
+    vm.map_file(file.as_file(), 4096, at, 4096).unwrap();
+    let read = |vm: &Vm, addr: u64| vm.memory().read_obj::<u8>(GuestAddress(addr)).unwrap();
+    assert_eq!(read(&vm, at), 0xab, "the file's bytes show in guest RAM");
+    assert_eq!(
+        read(&vm, at + 4096),
+        0,
+        "only the mapped page is the file's"
+    );
+    vm.memory().write_obj(0x11u8, GuestAddress(at)).unwrap();
+    assert_eq!(read(&vm, at), 0x11);
+    assert_eq!(
+        std::fs::read(file.path()).unwrap()[4096],
+        0xab,
+        "the file never changes"
+    );
+    vm.discard(at, 4096);
+    assert_eq!(
+        read(&vm, at),
+        0,
+        "a discarded file page reads as zero, not as the file"
+    );
+    assert!(
+        vm.map_file(file.as_file(), 0, at + 1, 4096).is_err(),
+        "unaligned"
+    );
+    assert!(
+        vm.map_file(file.as_file(), 0, 16 << 20, 4096).is_err(),
+        "outside RAM"
+    );
 }

@@ -9,9 +9,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Number, Value};
 
-/// The schema version this build writes and reads. Bump it whenever a field changes meaning,
-/// is renamed or removed: a reader must never guess what an older or newer file means.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema version this build writes and reads. Bump it whenever a field is added, changes
+/// meaning, is renamed or removed: a reader must never guess what an older or newer file
+/// means (readers refuse unknown fields, so an addition needs a bump too).
+///
+/// - 1: bench results.
+/// - 2: `kind: density` result sets, with [`TargetResult::density`].
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Where a result was measured. Results whose fingerprints differ in anything but `git_revision`
 /// and `date` come from different hosts and are never merged into one series.
@@ -56,11 +60,15 @@ impl HostFingerprint {
     }
 }
 
-/// What produced a result file; only `bench` exists so far.
+/// What produced a result file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ResultKind {
+    /// Runs launched one after another (`isolab bench`).
     Bench,
+    /// Idle instances started side by side, measured while all run, then stopped
+    /// (`isolab bench --count N`); each instance is one of its target's `runs`.
+    Density,
 }
 
 /// One run set: every target measured with the same workload bytes on one host.
@@ -105,6 +113,41 @@ pub struct TargetResult {
     pub runs: Vec<RunRecord>,
     /// Per metric (see [`RunRecord::metrics`]), the summary over `runs`.
     pub stats: BTreeMap<String, Summary>,
+    /// Host-level memory of a density measurement; absent in bench results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub density: Option<Density>,
+}
+
+/// What N instances running side by side cost the host, and whether they all went away.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Density {
+    /// One entry per start step, in order; the last one has every instance running.
+    pub steps: Vec<DensityStep>,
+    /// Nanoseconds from sending SIGTERM to every instance to the last one being reaped.
+    pub stop_ns: u64,
+    /// Whether every instance ended of SIGTERM by itself (no SIGKILL was needed) and no
+    /// process of any instance's process group was left afterwards.
+    pub stopped_clean: bool,
+    /// MemTotal − MemAvailable after the stop minus before the start, in KiB: what the
+    /// instances left behind (noise from the rest of the host included).
+    pub host_used_after_stop_kib: i64,
+}
+
+/// The host once `running` instances were up (each had printed `ISOLAB-READY`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DensityStep {
+    /// Instances started in this step.
+    pub started: u32,
+    /// Instances running after it.
+    pub running: u32,
+    /// Nanoseconds from the step's first spawn until its last instance was ready.
+    pub ready_ns: u64,
+    /// MemTotal − MemAvailable now minus before the first start, in KiB.
+    pub host_used_kib: i64,
+    /// The summed PSS of every running instance's process tree, in KiB.
+    pub pss_sum_kib: u64,
 }
 
 /// One measured run.
@@ -327,6 +370,7 @@ pub(crate) mod tests {
                 description: "the workload run directly".into(),
                 stats: summarize_runs(&runs),
                 runs,
+                density: None,
             }],
         }
     }
@@ -356,6 +400,29 @@ pub(crate) mod tests {
             message.contains(&format!("version {SCHEMA_VERSION}")),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_density_set_round_trips_and_bench_sets_omit_the_section() {
+        let plain = serde_json::to_value(sample_set()).unwrap();
+        assert!(plain["targets"][0].get("density").is_none());
+        let mut set = sample_set();
+        set.kind = ResultKind::Density;
+        set.targets[0].density = Some(Density {
+            steps: vec![DensityStep {
+                started: 3,
+                running: 3,
+                ready_ns: 5_000_000,
+                host_used_kib: 9000,
+                pss_sum_kib: 8000,
+            }],
+            stop_ns: 1_000_000,
+            stopped_clean: true,
+            host_used_after_stop_kib: -12,
+        });
+        let text = serde_json::to_string(&set).unwrap();
+        assert!(text.contains(r#""kind":"density""#), "{text}");
+        assert_eq!(ResultSet::parse(&text, Path::new("d.json")).unwrap(), set);
     }
 
     #[test]

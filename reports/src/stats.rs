@@ -8,6 +8,13 @@
 //! - outlier: |x − median| > 3 × 1.4826 × MAD, i.e. more than three robust standard deviations
 //!   (1.4826 × MAD estimates σ for normal data) from the median. When MAD is 0 every value
 //!   that differs from the median at all is flagged.
+//!
+//! Comparisons (`isolab compare`, the report's overhead error bars):
+//! - [`mann_whitney`]: the two-sided Mann–Whitney U test with the normal approximation, a tie
+//!   correction of the variance and a continuity correction of 0.5. Rank based, so it needs no
+//!   assumption about the shape of start-up time distributions (which are skewed).
+//! - [`bootstrap_ratio_ci`]: a percentile bootstrap of the ratio of two medians, with a fixed
+//!   seed so the same data always give the same interval.
 
 use std::collections::BTreeMap;
 
@@ -61,6 +68,125 @@ pub fn summarize_runs(runs: &[RunRecord]) -> BTreeMap<String, Summary> {
         .into_iter()
         .filter_map(|(metric, values)| Some((metric, summarize(&values)?)))
         .collect()
+}
+
+/// The outcome of [`mann_whitney`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MannWhitney {
+    /// U of the first sample: how many (first, second) pairs have first > second, ties
+    /// counting one half.
+    pub u: f64,
+    /// The normal approximation's z, continuity-corrected; 0 when every value is tied.
+    pub z: f64,
+    /// Two-sided p-value.
+    pub p: f64,
+}
+
+/// The two-sided Mann–Whitney U test of `a` against `b`; `None` when either is empty.
+pub fn mann_whitney(a: &[f64], b: &[f64]) -> Option<MannWhitney> {
+    if a.is_empty() || b.is_empty() {
+        return None;
+    }
+    let (n1, n2) = (a.len() as f64, b.len() as f64);
+    let mut all: Vec<(f64, bool)> = a
+        .iter()
+        .map(|&v| (v, true))
+        .chain(b.iter().map(|&v| (v, false)))
+        .collect();
+    all.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let (mut rank_sum_a, mut tie_term) = (0.0, 0.0);
+    let mut start = 0;
+    while start < all.len() {
+        let end = start
+            + all[start..]
+                .iter()
+                .take_while(|v| v.0 == all[start].0)
+                .count();
+        // Tied values share the mean of the ranks they span (ranks are 1-based).
+        let mean_rank = (start + 1 + end) as f64 / 2.0;
+        let tied = (end - start) as f64;
+        tie_term += tied.powi(3) - tied;
+        rank_sum_a += mean_rank * all[start..end].iter().filter(|v| v.1).count() as f64;
+        start = end;
+    }
+    let n = n1 + n2;
+    let u = rank_sum_a - n1 * (n1 + 1.0) / 2.0;
+    let mean = n1 * n2 / 2.0;
+    let variance = n1 * n2 / 12.0 * ((n + 1.0) - tie_term / (n * (n - 1.0)));
+    if variance <= 0.0 {
+        return Some(MannWhitney { u, z: 0.0, p: 1.0 });
+    }
+    let z = ((u - mean).abs() - 0.5).max(0.0).copysign(u - mean) / variance.sqrt();
+    let p = (2.0 * (1.0 - standard_normal_cdf(z.abs()))).min(1.0);
+    Some(MannWhitney { u, z, p })
+}
+
+/// Φ(x), from the complementary error function (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7).
+fn standard_normal_cdf(x: f64) -> f64 {
+    let t = x.abs() / std::f64::consts::SQRT_2;
+    let k = 1.0 / (1.0 + 0.327_591_1 * t);
+    let poly = k
+        * (0.254_829_592
+            + k * (-0.284_496_736
+                + k * (1.421_413_741 + k * (-1.453_152_027 + k * 1.061_405_429))));
+    let erfc = poly * (-t * t).exp();
+    if x >= 0.0 {
+        1.0 - erfc / 2.0
+    } else {
+        erfc / 2.0
+    }
+}
+
+/// Resamples drawn by [`bootstrap_ratio_ci`].
+pub const BOOTSTRAP_RESAMPLES: usize = 2000;
+/// Its fixed seed: reports of the same data are identical.
+pub const BOOTSTRAP_SEED: u64 = 0x1501_AB5E_ED00_0001;
+
+/// The 95 % percentile-bootstrap interval of median(num) / median(den); `None` when either
+/// sample is empty or a resampled denominator median is 0.
+pub fn bootstrap_ratio_ci(num: &[f64], den: &[f64]) -> Option<(f64, f64)> {
+    if num.is_empty() || den.is_empty() {
+        return None;
+    }
+    // xorshift64*: tiny, deterministic, and plenty for picking resample indices.
+    let mut state = BOOTSTRAP_SEED;
+    let mut next_index = |len: usize| {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        (state.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % len
+    };
+    let mut resample_median = |sample: &[f64]| {
+        let mut drawn: Vec<f64> = (0..sample.len())
+            .map(|_| sample[next_index(sample.len())])
+            .collect();
+        drawn.sort_by(f64::total_cmp);
+        median_of_sorted(&drawn)
+    };
+    let mut ratios = Vec::with_capacity(BOOTSTRAP_RESAMPLES);
+    for _ in 0..BOOTSTRAP_RESAMPLES {
+        let n = resample_median(num);
+        let d = resample_median(den);
+        if d == 0.0 {
+            return None;
+        }
+        ratios.push(n / d);
+    }
+    ratios.sort_by(f64::total_cmp);
+    Some((
+        quantile_of_sorted(&ratios, 0.025),
+        quantile_of_sorted(&ratios, 0.975),
+    ))
+}
+
+/// The median of unsorted values; `None` when there are none.
+pub fn median(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    Some(median_of_sorted(&sorted))
 }
 
 fn median_of_sorted(sorted: &[f64]) -> f64 {
@@ -141,6 +267,38 @@ mod tests {
     fn outliers_are_reported_by_label_in_order() {
         let s = summarize(&[(9, 1000.0), (4, 1.0), (2, 2.0), (7, 1.5), (1, -1000.0)]).unwrap();
         assert_eq!(s.outliers, [1, 9]);
+    }
+
+    #[test]
+    fn mann_whitney_matches_a_hand_calculation() {
+        // a = 1 2 3, b = 4 5 6: ranks of a 1 2 3, R = 6, U = 0; mean 4.5, var = 9/12 × 7 =
+        // 5.25; z = -(4.5 - 0.5)/√5.25 = -1.7457; p = 2(1 − Φ(1.7457)) = 0.0809.
+        let t = mann_whitney(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0]).unwrap();
+        assert!(close(t.u, 0.0));
+        assert!((t.z + 1.745_743).abs() < 1e-5, "{}", t.z);
+        assert!((t.p - 0.080_856).abs() < 1e-4, "{}", t.p);
+    }
+
+    #[test]
+    fn mann_whitney_ties_and_identical_samples() {
+        // a = 1 2 2, b = 2 3 4: 2 is tied thrice (ranks 2,3,4 → 3). R = 1 + 3 + 3 = 7,
+        // U = 1; tie term 24 → var = 9/12 × (7 − 24/30) = 4.65.
+        let t = mann_whitney(&[1.0, 2.0, 2.0], &[2.0, 3.0, 4.0]).unwrap();
+        assert!(close(t.u, 1.0));
+        assert!((t.z + 3.0 / 4.65f64.sqrt()).abs() < 1e-9, "{}", t.z);
+        let same = mann_whitney(&[5.0, 5.0], &[5.0, 5.0]).unwrap();
+        assert_eq!((same.z, same.p), (0.0, 1.0));
+        assert_eq!(mann_whitney(&[], &[1.0]), None);
+    }
+
+    #[test]
+    fn bootstrap_is_deterministic_and_brackets_the_ratio() {
+        let num = [20.0, 21.0, 22.0, 19.0, 20.5];
+        let den = [10.0, 10.5, 9.5, 10.2, 9.8];
+        let (lo, hi) = bootstrap_ratio_ci(&num, &den).unwrap();
+        assert_eq!(bootstrap_ratio_ci(&num, &den), Some((lo, hi)));
+        assert!(lo <= 2.0 && 2.0 <= hi && hi - lo < 0.5, "{lo} {hi}");
+        assert_eq!(bootstrap_ratio_ci(&num, &[0.0]), None);
     }
 
     #[test]

@@ -94,7 +94,7 @@ fn number(value: Option<f64>) -> String {
 }
 
 /// Aligns columns: the first (names) to the left, the others (numbers) to the right.
-fn layout(header: &[String], rows: impl Iterator<Item = Vec<String>>) -> String {
+pub fn layout(header: &[String], rows: impl Iterator<Item = Vec<String>>) -> String {
     let rows: Vec<Vec<String>> = std::iter::once(header.to_vec()).chain(rows).collect();
     let widths: Vec<usize> = (0..header.len())
         .map(|col| {

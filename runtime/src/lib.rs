@@ -4,3 +4,4 @@ pub mod cgroups;
 pub mod container;
 pub mod explain;
 pub mod host;
+pub mod image;

@@ -48,7 +48,12 @@ pub fn run(args: MeasureArgs) -> Result<(), Failure> {
         eprintln!("isolab measure: {}", problem.message().unwrap_or_default());
     }
 
-    let targets: Vec<String> = AVAILABLE.iter().map(|t| t.to_string()).collect();
+    let targets: Vec<String> = AVAILABLE
+        .iter()
+        .filter(|&&t| t != "vm-mini" || vm_mini_usable())
+        .filter(|&&t| t != "runc" || runc_usable())
+        .map(|t| t.to_string())
+        .collect();
     for mode in Mode::ALL {
         section(&format!(
             "workload `{}` on {}",
@@ -73,6 +78,31 @@ pub fn run(args: MeasureArgs) -> Result<(), Failure> {
     section("not measured by this build");
     println!("{}", PLANNED.join(", "));
     Ok(())
+}
+
+/// Whether this host can run the `vm-mini` target: /dev/kvm opens, whatever its kind (the
+/// mini kernel runs on PVM too). Says why not when it cannot.
+fn vm_mini_usable() -> bool {
+    let reason = match isolab_microvm::host::KvmSupport::detect() {
+        Ok(kvm) if kvm.open => return true,
+        Ok(kvm) => kvm
+            .open_error
+            .unwrap_or_else(|| "there is no /dev/kvm".to_owned()),
+        Err(e) => e.to_string(),
+    };
+    println!("skipping target vm-mini: {reason}");
+    false
+}
+
+/// Whether runc is installed (setup installs it for the main job); says why not otherwise.
+fn runc_usable() -> bool {
+    match isolab_bench::target::Target::named("runc") {
+        Ok(_) => true,
+        Err(e) => {
+            println!("skipping target runc: {e}");
+            false
+        }
+    }
 }
 
 fn section(title: &str) {

@@ -1,9 +1,15 @@
 //! One module per subcommand: its options and the call into the crate that does the work.
 
 pub mod bench;
+pub mod compare;
+pub mod container;
 pub mod doctor;
+pub mod image;
 pub mod measure;
+pub mod plan;
+pub mod report;
 pub mod run;
+pub mod sandbox;
 pub mod setup;
 pub mod vm;
 
@@ -14,9 +20,23 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Doctor(args) => doctor::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Report(args) => report::run(args),
+        Command::Compare(args) => compare::run(args),
+        Command::Plan(args) => plan::run(args),
         Command::Measure(args) => measure::run(args),
         Command::Run(args) => run::run(args),
+        Command::Ps(args) => container::ps(args),
+        Command::Exec(args) => container::exec(args),
+        Command::Logs(args) => container::logs(args),
+        Command::Kill(args) => container::kill(args),
+        Command::Stop(args) => container::stop(args),
+        Command::Rm(args) => container::rm(args),
+        Command::Stats(args) => container::stats(args),
+        Command::Gc(args) => container::gc(args),
+        Command::Supervise(args) => container::supervise(args),
         Command::Setup(args) => setup::run(args),
+        Command::Sandbox(args) => sandbox::run(args),
         Command::Vm(args) => vm::run(args),
+        Command::Image(args) => image::run(args),
     }
 }

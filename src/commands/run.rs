@@ -74,8 +74,12 @@ pub struct RunArgs {
     #[arg(long = "security-opt", value_name = "OPT")]
     security_opt: Vec<String>,
     /// Print each step (system call or file write) with a time stamp in µs to stderr.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "detach")]
     explain: bool,
+    /// Start the container in the background, print its name and return; its output goes
+    /// to `isolab logs NAME`, and a small supervisor process records how it ends.
+    #[arg(long, short = 'd')]
+    detach: bool,
     /// The command to run as the container's PID 1, and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -93,12 +97,20 @@ fn explain_from(enabled: bool, start: Instant) -> Explain {
 pub fn run(args: RunArgs) -> Result<(), Failure> {
     let start = Instant::now();
     let explain = explain_from(args.explain, start);
+    let detach = args.detach;
     let config = container_config(args).map_err(|e| Failure::Coded(125, anyhow!(e)))?;
     if config.privileged {
         eprintln!(
             "isolab: WARNING: --privileged: container {} gets every capability, no seccomp filter and the host's kernel interfaces writable; it can take over the host",
             config.name
         );
+    }
+    if detach {
+        // The supervisor is a fresh image of this very binary (see lifecycle::detach).
+        let supervisor = ["/proc/self/exe".to_string(), "supervise".to_string()];
+        runtime::lifecycle::detach(&config, &supervisor).map_err(run_failure)?;
+        println!("{}", config.name);
+        return Ok(());
     }
     match runtime::run(&config, explain) {
         Ok(Outcome::Exited(0)) => Ok(()),

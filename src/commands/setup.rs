@@ -35,11 +35,23 @@ struct Requirement {
     jobs: &'static [Job],
 }
 
-const REQUIREMENTS: &[Requirement] = &[Requirement {
-    package: "busybox-static",
-    why: "a static userland for container root filesystems",
-    jobs: &[Job::Main, Job::Tests],
-}];
+const REQUIREMENTS: &[Requirement] = &[
+    Requirement {
+        package: "busybox-static",
+        why: "a static userland for container root filesystems",
+        jobs: &[Job::Main, Job::Tests],
+    },
+    Requirement {
+        package: "runc",
+        why: "the runc target, measured beside isolab's own container runtime",
+        jobs: &[Job::Main],
+    },
+    Requirement {
+        package: "qemu-system-x86",
+        why: "the test sandbox: standard KVM and pure cgroup v2 under TCG (isolab sandbox)",
+        jobs: &[Job::Tests],
+    },
+];
 
 pub fn run(args: SetupArgs) -> Result<(), Failure> {
     ensure(args.job, args.dry_run)

@@ -23,6 +23,10 @@
 //! - 128+n: the workload died of signal n: a CPU exception in the guest is reported as
 //!   Linux would (page fault or #GP → 139 SIGSEGV, invalid opcode → 132 SIGILL, divide
 //!   error → 136 SIGFPE, int3 → 133 SIGTRAP), and `abort()` gives 134 SIGABRT;
+//! - 143 / 130: isolab received SIGTERM / SIGINT; the vCPU was stopped (kicked out of
+//!   KVM_RUN through `immediate_exit`) and the VM torn down. The signal is not delivered
+//!   into the guest: the mini kernel has no signal frames, so a handler the workload
+//!   installed does not run;
 //! - 2: bad options (as for every isolab command).
 //!
 //! Every failure other than the workload's own exit prints one line on stderr.
@@ -100,6 +104,9 @@ fn run_vm(args: RunArgs) -> Result<(), Failure> {
         timeout: args.timeout,
         measure_memory: args.explain,
     };
+    // SIGTERM/SIGINT stop the VM and tear it down cleanly (exit 128+n) instead of killing
+    // the monitor mid-run.
+    isolab_microvm::vm::stop_on_signals();
     let run = mini::run(&config).map_err(failure)?;
     if args.explain {
         eprint!("{}", run.explanation);
@@ -115,6 +122,10 @@ fn run_vm(args: RunArgs) -> Result<(), Failure> {
         Outcome::Crashed(crash) => Err(Failure::Coded(
             signal_status(crash.signal()),
             anyhow!("guest crashed: {crash}"),
+        )),
+        Outcome::Stopped(signal) => Err(Failure::Coded(
+            signal_status(signal),
+            anyhow!("VM stopped on signal {signal}"),
         )),
         Outcome::TimedOut(after) => Err(Failure::Coded(
             124,

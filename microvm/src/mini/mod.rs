@@ -34,6 +34,7 @@
 
 pub mod arena;
 pub mod gdt;
+pub mod image;
 pub mod layout;
 pub mod loader;
 pub mod paging;
@@ -49,6 +50,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryError, GuestMemoryMmap};
 
 use crate::explain::{Explanation, SyscallStat, Trace};
 use crate::vm::{self, Exit, Vm, Watchdog, vcpu_err};
+use image::Image;
 use layout::{
     EXCEPTION_STUBS, EXCEPTION_VECTORS, GDT, HUGE_PAGE, IDT, KERNEL_STACK_TOP, MAX_RAM, MIN_RAM,
     PML4, STUBS, SYSCALL_ENTRY, TSS, align_up,
@@ -81,6 +83,9 @@ pub enum Outcome {
     Crashed(Crash),
     /// The `--timeout` passed first.
     TimedOut(Duration),
+    /// The monitor received this signal (SIGTERM or SIGINT, see [`vm::stop_on_signals`])
+    /// and stopped the VM.
+    Stopped(i32),
 }
 
 /// A CPU exception the program took, as the monitor found it in the exception frame.
@@ -183,6 +188,8 @@ pub enum Error {
     Vm(#[from] vm::Error),
     #[error("writing the boot state into guest memory")]
     GuestMemory(#[from] GuestMemoryError),
+    #[error("loading the workload's segments into guest memory")]
+    Segments(#[from] image::LoadError),
     #[error("starting the timeout watchdog")]
     Watchdog(#[source] std::io::Error),
     #[error("the VM triple-faulted (KVM_EXIT_SHUTDOWN), rip {rip:#x}")]
@@ -205,7 +212,7 @@ pub fn run(config: &Config) -> Result<Run, Error> {
         source,
     };
     let file = trace
-        .step("read workload ELF", || std::fs::read(&config.workload))
+        .step("map workload ELF", || Image::open(&config.workload))
         .map_err(|source| Error::Read {
             path: config.workload.clone(),
             source,
@@ -213,18 +220,22 @@ pub fn run(config: &Config) -> Result<Run, Error> {
     let stack_size = layout::stack_size(ram);
     let stack_bottom = ram - stack_size;
     let program = trace
-        .step("parse ELF", || Program::parse(&file, stack_bottom))
+        .step("parse ELF", || Program::parse(file.bytes(), stack_bottom))
         .map_err(load_error)?;
 
+    // Measured: asking for the CPUID on a second thread while this one creates the VM
+    // made the median boot slower on a busy 2-core host (thread start-up and contention
+    // ate the ~0.4 ms overlap), so the set-up stays on one thread.
     let mut vm = Vm::new(ram as usize, &mut trace)?;
-    let cpuid = trace.step("KVM_GET_SUPPORTED_CPUID", || vm.supported_cpuid())?;
+    let cpuid = trace.step("KVM_GET_SUPPORTED_CPUID", vm::supported_cpuid)?;
     let cpu = CpuFeatures::from_cpuid(&cpuid);
     trace.step("write page tables, GDT, IDT, TSS, stubs", || {
         write_system_area(vm.memory(), ram)
     })?;
-    trace.step("copy ELF segments", || {
-        load_segments(vm.memory(), &program, &file)
-    })?;
+    trace.step("map ELF segments", || image::load(&mut vm, &program, &file))?;
+    // Guest RAM maps what the guest needs; the monitor's own view of the file (whose pages
+    // the ELF parser touched) would only add to this process's PSS for the whole run.
+    drop(file);
     let mut random = [0u8; 16];
     syscalls::fill_random(&mut random);
     let stack = loader::build_stack(
@@ -261,6 +272,7 @@ pub fn run(config: &Config) -> Result<Run, Error> {
     trace.mark("guest finished");
     drop(watchdog);
 
+    let ram_use = config.measure_memory.then(|| vm.ram_use().ok()).flatten();
     let explanation = Explanation {
         steps: trace.steps().to_vec(),
         syscalls: stats
@@ -269,7 +281,8 @@ pub fn run(config: &Config) -> Result<Run, Error> {
             .collect(),
         exits: vm.exit_stats().clone(),
         cpuid_leaves_set: cpuid.as_slice().len(),
-        guest_ram_touched: config.measure_memory.then(|| vm.resident_bytes()),
+        guest_ram_touched: ram_use,
+        registers_via_kvm_run: vm.syncs_registers(),
     };
     Ok(Run {
         outcome,
@@ -289,6 +302,9 @@ fn run_loop(
     let (user_cs, user_ss) = (gdt::user_cs(), gdt::user_ss());
     let mut first_exit = true;
     loop {
+        if let Some(signal) = vm::stop_requested() {
+            return Ok(Outcome::Stopped(signal));
+        }
         if watchdog.expired() {
             return Ok(timed_out());
         }
@@ -298,25 +314,25 @@ fn run_loop(
             first_exit = false;
         }
         let served = Instant::now();
-        let rip = || vm.vcpu().get_regs().map_or(0, |r| r.rip);
+        let rip = |vm: &Vm| vm.regs().map_or(0, |r| r.rip);
         match exit {
             Exit::Hlt => {}
             Exit::Interrupted => continue,
-            Exit::Shutdown => return Err(Error::TripleFault { rip: rip() }),
+            Exit::Shutdown => return Err(Error::TripleFault { rip: rip(vm) }),
             Exit::InternalError { suberror } => {
                 return Err(Error::KvmInternal {
                     suberror,
-                    rip: rip(),
+                    rip: rip(vm),
                 });
             }
-            exit => return Err(Error::UnexpectedExit { exit, rip: rip() }),
+            exit => return Err(Error::UnexpectedExit { exit, rip: rip(vm) }),
         }
-        let mut regs = vm.vcpu().get_regs().map_err(vcpu_err("KVM_GET_REGS"))?;
-        let user_rsp = match entry_kind(vm, regs.rip)? {
+        let mut regs = vm.regs()?;
+        let user_rsp = match entry_kind(vm, &regs)? {
             Entry::Syscall { user_rsp } => user_rsp,
             Entry::Exception(crash) => return Ok(Outcome::Crashed(crash)),
         };
-        let mut sregs = vm.vcpu().get_sregs().map_err(vcpu_err("KVM_GET_SREGS"))?;
+        let mut sregs = vm.sregs()?;
         let mut bases = SegmentBases {
             fs: sregs.fs.base,
             gs: sregs.gs.base,
@@ -332,14 +348,12 @@ fn run_loop(
             Action::Return(value) => value,
             Action::Exit(status) => return Ok(Outcome::Exited(status)),
             Action::Signal(signal) => return Ok(Outcome::Signaled(signal)),
+            // Nothing inside can wake the program: wait for the watchdog or a stop signal.
             Action::Block => {
-                // Nothing inside can wake the program: wait for the watchdog (or for the
-                // host process to be killed). The watchdog's kick interrupts pause().
-                while !watchdog.expired() {
-                    // SAFETY: pause has no preconditions.
-                    unsafe { libc::pause() };
-                }
-                return Ok(timed_out());
+                return Ok(match vm::sleep_until_stopped(watchdog) {
+                    Some(signal) => Outcome::Stopped(signal),
+                    None => timed_out(),
+                });
             }
         };
         // Return to the program as `sysret` would, done by the monitor: no sysret or
@@ -352,12 +366,8 @@ fn run_loop(
         sregs.ss = user_ss;
         sregs.fs.base = bases.fs;
         sregs.gs.base = bases.gs;
-        vm.vcpu()
-            .set_sregs(&sregs)
-            .map_err(vcpu_err("KVM_SET_SREGS"))?;
-        vm.vcpu()
-            .set_regs(&regs)
-            .map_err(vcpu_err("KVM_SET_REGS"))?;
+        vm.set_sregs(&sregs)?;
+        vm.set_regs(&regs)?;
         let stat = stats.entry(nr).or_default();
         stat.count += 1;
         stat.enosys += u64::from(result as i64 == -i64::from(libc::ENOSYS));
@@ -379,10 +389,10 @@ enum Entry {
 ///   the user's.
 ///
 /// Any other exception is the program's crash.
-fn entry_kind(vm: &Vm, rip: u64) -> Result<Entry, Error> {
+fn entry_kind(vm: &Vm, regs: &kvm_regs) -> Result<Entry, Error> {
+    let rip = regs.rip;
     if rip == SYSCALL_ENTRY + 1 {
-        let rsp = vm.vcpu().get_regs().map_err(vcpu_err("KVM_GET_REGS"))?.rsp;
-        return Ok(Entry::Syscall { user_rsp: rsp });
+        return Ok(Entry::Syscall { user_rsp: regs.rsp });
     }
     let vector = rip.wrapping_sub(EXCEPTION_STUBS + 1);
     if vector >= EXCEPTION_VECTORS {
@@ -398,12 +408,7 @@ fn entry_kind(vm: &Vm, rip: u64) -> Result<Entry, Error> {
         });
     }
     let address = if vector == 14 {
-        Some(
-            vm.vcpu()
-                .get_sregs()
-                .map_err(vcpu_err("KVM_GET_SREGS"))?
-                .cr2,
-        )
+        Some(vm.sregs()?.cr2)
     } else {
         None
     };
@@ -464,21 +469,6 @@ fn write_system_area(memory: &GuestMemoryMmap, ram: u64) -> Result<(), GuestMemo
     memory.write_slice(&SYSCALL, GuestAddress(SYSCALL_ENTRY + 1))?;
     for (addr, table) in paging::build(ram) {
         memory.write_slice(&words(&table[..]), GuestAddress(addr))?;
-    }
-    Ok(())
-}
-
-fn load_segments(
-    memory: &GuestMemoryMmap,
-    program: &Program,
-    file: &[u8],
-) -> Result<(), GuestMemoryError> {
-    for &(vaddr, offset, filesz, _) in &program.segments {
-        // The rest of each segment (bss) is fresh guest RAM, hence already zero.
-        memory.write_slice(
-            &file[offset as usize..(offset + filesz) as usize],
-            GuestAddress(vaddr),
-        )?;
     }
     Ok(())
 }

@@ -9,10 +9,13 @@
 mod v1;
 mod v2;
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use crate::explain::Explain;
 use crate::host::{CgroupMode, CgroupSupport};
@@ -119,6 +122,24 @@ pub enum ContainerView {
     Hierarchies(Vec<(String, String)>),
 }
 
+/// What a container's cgroups report; `None` where this host's controllers do not say
+/// (e.g. no memory.peak before Linux 5.19 on cgroup v2, no cpuacct hierarchy on v1).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub memory_current_bytes: Option<u64>,
+    pub memory_peak_bytes: Option<u64>,
+    /// `None` when unlimited.
+    pub memory_limit_bytes: Option<u64>,
+    pub cpu_usage_ns: Option<u64>,
+    /// CFS periods in which the cgroup ran out of quota, and the time it was held back.
+    pub cpu_throttled_periods: Option<u64>,
+    pub cpu_throttled_ns: Option<u64>,
+    pub pids_current: Option<u64>,
+    /// `None` when unlimited.
+    pub pids_limit: Option<u64>,
+    pub oom_kills: Option<u64>,
+}
+
 /// The cgroups of one container.
 pub trait CgroupManager: fmt::Debug {
     /// Creates the container's cgroup(s) and writes every limit.
@@ -127,6 +148,25 @@ pub trait CgroupManager: fmt::Debug {
     fn add_process(&self, pid: i32, explain: &Explain) -> Result<(), CgroupError>;
     /// How many processes the kernel's OOM killer killed in the container's memory cgroup.
     fn oom_kills(&self) -> Result<u64, CgroupError>;
+    /// Usage figures, each from the controller that keeps it.
+    fn stats(&self) -> Result<Stats, CgroupError>;
+    /// The container's cgroup directories, one per hierarchy joined.
+    fn paths(&self) -> Vec<PathBuf>;
+    /// The processes in the container's cgroup (host pids).
+    fn procs(&self) -> Result<Vec<i32>, CgroupError> {
+        // Every hierarchy holds the same processes; the first one answers.
+        let Some(dir) = self.paths().into_iter().next() else {
+            return Ok(Vec::new());
+        };
+        match std::fs::read_to_string(dir.join("cgroup.procs")) {
+            Ok(text) => Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(CgroupError::Read {
+                path: dir.join("cgroup.procs"),
+                source,
+            }),
+        }
+    }
     /// What to mount inside the container.
     fn container_view(&self) -> ContainerView;
     /// Removes the container's cgroup(s); ones that were never created are no error.
@@ -146,6 +186,80 @@ pub fn for_host(name: &str, resources: &Resources) -> Result<Box<dyn CgroupManag
         )?),
         _ => Box::new(v1::V1Manager::new(name, resources, host.v1_hierarchies)?),
     })
+}
+
+/// The manager for the existing cgroups of container `name`: whatever `isolab/<name>`
+/// directories the host's hierarchies hold (none, when the container has none any more).
+pub fn existing(name: &str) -> Result<Box<dyn CgroupManager>, CgroupError> {
+    let host = CgroupSupport::detect()?;
+    Ok(match (host.mode, host.unified) {
+        (CgroupMode::V2, Some(unified)) => {
+            Box::new(v2::V2Manager::existing(&unified.mount_point, name))
+        }
+        _ => Box::new(v1::V1Manager::existing(name, host.v1_hierarchies)),
+    })
+}
+
+/// The names of every container that has a cgroup directory under `isolab/` in any
+/// hierarchy, whether or not isolab still knows about it.
+pub fn names() -> Result<BTreeSet<String>, CgroupError> {
+    let host = CgroupSupport::detect()?;
+    let roots: Vec<PathBuf> = match (host.mode, host.unified) {
+        (CgroupMode::V2, Some(unified)) => vec![unified.mount_point],
+        _ => host
+            .v1_hierarchies
+            .into_iter()
+            .map(|h| h.mount_point)
+            .collect(),
+    };
+    let mut names = BTreeSet::new();
+    for root in roots {
+        let parent = root.join(PARENT_DIR);
+        let entries = match std::fs::read_dir(&parent) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(CgroupError::Read {
+                    path: parent,
+                    source,
+                });
+            }
+        };
+        names.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.file_name().to_string_lossy().into_owned()),
+        );
+    }
+    Ok(names)
+}
+
+/// A number from a one-value control file; `max` (v2's "unlimited") and v1's
+/// page-counter maximum read as `None`, as does a file this kernel does not have.
+fn read_value(path: &Path) -> Result<Option<u64>, CgroupError> {
+    /// v1 writes "unlimited" as PAGE_COUNTER_MAX pages or LLONG_MAX; both are far above this.
+    const UNLIMITED: u64 = 1 << 62;
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text.trim().parse::<u64>().ok().filter(|&v| v < UNLIMITED)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(CgroupError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Like [`read_key`], but a missing file or key is `None`.
+fn read_key_opt(path: &Path, key: &'static str) -> Result<Option<u64>, CgroupError> {
+    match read_key(path, key) {
+        Ok(v) => Ok(Some(v)),
+        Err(CgroupError::MissingKey { .. }) => Ok(None),
+        Err(CgroupError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn write(explain: &Explain, path: &Path, value: &str) -> Result<(), CgroupError> {
@@ -270,6 +384,26 @@ mod tests {
             read_key(&path, "absent"),
             Err(CgroupError::MissingKey { .. })
         ));
+    }
+
+    #[test]
+    fn values_read_unlimited_and_missing_as_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        assert_eq!(read_value(&file("a", "4096\n")).unwrap(), Some(4096));
+        assert_eq!(read_value(&file("b", "max\n")).unwrap(), None);
+        assert_eq!(
+            read_value(&file("c", "9223372036854771712\n")).unwrap(),
+            None
+        );
+        assert_eq!(read_value(&dir.path().join("absent")).unwrap(), None);
+        let stat = file("cpu.stat", "usage_usec 5\nnr_throttled 2\n");
+        assert_eq!(read_key_opt(&stat, "nr_throttled").unwrap(), Some(2));
+        assert_eq!(read_key_opt(&stat, "throttled_usec").unwrap(), None);
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub(crate) enum Stage {
 /// The largest report; one write of at most PIPE_BUF bytes is atomic.
 pub(crate) const REPORT_MAX: usize = 1024;
 
-/// Everything the child does, prepared before the clone.
+/// Everything the container's init does, prepared before the clone.
 #[derive(Debug)]
 pub(crate) struct ChildPlan {
     pub(crate) explain: Explain,
@@ -39,6 +39,18 @@ pub(crate) struct ChildPlan {
     pub(crate) hostname: String,
     pub(crate) userns: bool,
     pub(crate) own_netns: bool,
+    /// The child's end of the sync pipe.
+    pub(crate) sync_rx: OwnedFd,
+    /// The parent's ends, which the child's copy of the descriptor table must not keep open.
+    pub(crate) parent_ends: [RawFd; 2],
+    pub(crate) process: ProcessPlan,
+}
+
+/// What a process does from dropping privileges to execve: the same for a container's init
+/// and for a process `isolab exec` starts in a running container.
+#[derive(Debug)]
+pub(crate) struct ProcessPlan {
+    pub(crate) explain: Explain,
     pub(crate) uid: u32,
     pub(crate) gid: u32,
     pub(crate) workdir: CString,
@@ -49,11 +61,8 @@ pub(crate) struct ChildPlan {
     /// `None` when privileged: every capability stays.
     pub(crate) capabilities: Option<CapabilityPlan>,
     pub(crate) seccomp: Vec<BpfProgram>,
-    /// The child's ends of the two pipes.
-    pub(crate) sync_rx: OwnedFd,
+    /// The write end of the error pipe (close-on-exec).
     pub(crate) report_tx: OwnedFd,
-    /// The parent's ends, which the child's copy of the descriptor table must not keep open.
-    pub(crate) parent_ends: [RawFd; 2],
 }
 
 /// Null-terminated pointer array for execve, into strings that outlive it.
@@ -72,7 +81,7 @@ pub(crate) struct ExecArrays {
     envp: Vec<*const libc::c_char>,
 }
 
-impl ChildPlan {
+impl ProcessPlan {
     pub(crate) fn exec_arrays(&self) -> ExecArrays {
         ExecArrays {
             argv: pointers(&self.argv),
@@ -82,7 +91,7 @@ impl ChildPlan {
 }
 
 /// Writes the report (stage, errno, message) to the parent and exits.
-fn fail(plan: &ChildPlan, stage: Stage, errno: Errno, what: fmt::Arguments<'_>) -> ! {
+fn fail(plan: &ProcessPlan, stage: Stage, errno: Errno, what: fmt::Arguments<'_>) -> ! {
     let mut report = StackBuf::<REPORT_MAX>::new();
     // A message cut short by the buffer still reports stage and errno.
     let _ = write!(
@@ -131,51 +140,32 @@ fn wait_for_parent(plan: &ChildPlan) {
     }
 }
 
-/// The child's whole life: never returns.
+/// The container init's whole life: never returns.
 pub(crate) fn run(plan: &ChildPlan, arrays: &ExecArrays) -> ! {
     let x = &plan.explain;
+    let p = &plan.process;
     let sys = Linux { explain: *x };
     for fd in plan.parent_ends {
         // SAFETY: closes this process's copies of the parent's pipe ends; the OwnedFds
         // naming them live in the parent's copy of memory and are never dropped here.
         unsafe { libc::close(fd) };
     }
-
-    x.step(format_args!(
-        "prctl(PR_SET_PDEATHSIG, SIGKILL); prctl(PR_SET_DUMPABLE, 0)  (until execve)"
-    ));
-    check!(
-        plan,
-        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL),
-        "setting the parent-death signal"
-    );
-    // Non-dumpable until execve: /proc/<pid>/exe and /proc/<pid>/mem of this copy of the
-    // isolab binary cannot be opened by anything in the container (CVE-2019-5736 class).
-    // execve of the command resets it.
-    check!(
-        plan,
-        nix::sys::prctl::set_dumpable(false),
-        "making the process non-dumpable"
-    );
+    guard_until_exec(p);
 
     if plan.userns {
         wait_for_parent(plan);
         x.step(format_args!(
             "setresgid(0, 0, 0); setresuid(0, 0, 0)  (become the namespace's root)"
         ));
-        check!(
-            plan,
-            become_user(0, 0),
-            "becoming root of the user namespace"
-        );
+        check!(p, become_user(0, 0), "becoming root of the user namespace");
     }
 
     if let Err((op, errno)) = rootfs::apply(&sys, &plan.mounts.prepare) {
-        fail(plan, Stage::Setup, errno, format_args!("{op}"));
+        fail(p, Stage::Setup, errno, format_args!("{op}"));
     }
     x.step(format_args!("sethostname({:?})", plan.hostname));
     check!(
-        plan,
+        p,
         nix::unistd::sethostname(&plan.hostname),
         "setting the hostname"
     );
@@ -183,7 +173,7 @@ pub(crate) fn run(plan: &ChildPlan, arrays: &ExecArrays) -> ! {
         x.step(format_args!(
             "socket(AF_INET, SOCK_DGRAM); ioctl(SIOCSIFFLAGS, \"lo\", IFF_UP|IFF_RUNNING)"
         ));
-        check!(plan, loopback_up(), "bringing up the loopback interface");
+        check!(p, loopback_up(), "bringing up the loopback interface");
     }
 
     // The parent has put this process into its cgroup; a namespace created now has that
@@ -191,64 +181,92 @@ pub(crate) fn run(plan: &ChildPlan, arrays: &ExecArrays) -> ! {
     wait_for_parent(plan);
     x.step(format_args!("unshare(CLONE_NEWCGROUP)"));
     check!(
-        plan,
+        p,
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP),
         "creating the cgroup namespace"
     );
     if let Err((op, errno)) = rootfs::apply(&sys, &plan.mounts.cgroup_view) {
-        fail(plan, Stage::Setup, errno, format_args!("{op}"));
+        fail(p, Stage::Setup, errno, format_args!("{op}"));
     }
 
     // pivot_root(".", ".") stacks the old root on the new one; detaching "." then removes it,
     // with no put_old directory to create in (or later delete from) the rootfs.
-    check!(plan, sys.chdir(&plan.rootfs), "entering {:?}", plan.rootfs);
+    check!(p, sys.chdir(&plan.rootfs), "entering {:?}", plan.rootfs);
     check!(
-        plan,
+        p,
         sys.pivot_root(c".", c"."),
         "pivot_root into {:?}",
         plan.rootfs
     );
-    check!(plan, sys.umount_detach(c"."), "detaching the old root");
-    check!(plan, sys.chdir(c"/"), "entering the new root");
+    check!(p, sys.umount_detach(c"."), "detaching the old root");
+    check!(p, sys.chdir(c"/"), "entering the new root");
     if let Err((op, errno)) = rootfs::apply(&sys, &plan.mounts.finish) {
-        fail(plan, Stage::Setup, errno, format_args!("{op}"));
+        fail(p, Stage::Setup, errno, format_args!("{op}"));
     }
+    confine_and_exec(p, arrays)
+}
 
-    if let Some(caps) = &plan.capabilities {
+/// Parent-death signal and non-dumpable, first thing in a new process of the container.
+pub(crate) fn guard_until_exec(p: &ProcessPlan) {
+    p.explain.step(format_args!(
+        "prctl(PR_SET_PDEATHSIG, SIGKILL); prctl(PR_SET_DUMPABLE, 0)  (until execve)"
+    ));
+    check!(
+        p,
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL),
+        "setting the parent-death signal"
+    );
+    // Non-dumpable until execve: /proc/<pid>/exe and /proc/<pid>/mem of this copy of the
+    // isolab binary cannot be opened by anything in the container (CVE-2019-5736 class).
+    // execve of the command resets it.
+    check!(
+        p,
+        nix::sys::prctl::set_dumpable(false),
+        "making the process non-dumpable"
+    );
+}
+
+/// From root with every capability inside the container's namespaces to the command:
+/// bounding set, user, capability sets, working directory, no_new_privs, descriptors,
+/// seccomp, execve. Never returns.
+pub(crate) fn confine_and_exec(p: &ProcessPlan, arrays: &ExecArrays) -> ! {
+    let x = &p.explain;
+    let sys = Linux { explain: *x };
+    if let Some(caps) = &p.capabilities {
         if let Err(e) = caps.limit_bounding(x) {
-            fail(plan, Stage::Setup, Errno::last(), format_args!("{e}"));
+            fail(p, Stage::Setup, Errno::last(), format_args!("{e}"));
         }
     }
     x.step(format_args!(
         "setgroups(0, NULL); setresgid({g}, {g}, {g}); setresuid({u}, {u}, {u})",
-        g = plan.gid,
-        u = plan.uid
+        g = p.gid,
+        u = p.uid
     ));
     check!(
-        plan,
-        become_user(plan.uid, plan.gid),
+        p,
+        become_user(p.uid, p.gid),
         "switching to user {}:{}",
-        plan.uid,
-        plan.gid
+        p.uid,
+        p.gid
     );
-    if let Some(caps) = &plan.capabilities {
-        if let Err(e) = caps.limit_sets(plan.uid == 0, x) {
-            fail(plan, Stage::Setup, Errno::last(), format_args!("{e}"));
+    if let Some(caps) = &p.capabilities {
+        if let Err(e) = caps.limit_sets(p.uid == 0, x) {
+            fail(p, Stage::Setup, Errno::last(), format_args!("{e}"));
         }
     }
     // The working directory is resolved inside the new root, after every mount, so no
     // descriptor or path of the host can be the container's cwd (CVE-2024-21626 class).
     check!(
-        plan,
-        sys.chdir(&plan.workdir),
+        p,
+        sys.chdir(&p.workdir),
         "entering the working directory {:?}",
-        plan.workdir
+        p.workdir
     );
 
-    if plan.capabilities.is_some() {
+    if p.capabilities.is_some() {
         x.step(format_args!("prctl(PR_SET_NO_NEW_PRIVS, 1)"));
         check!(
-            plan,
+            p,
             nix::sys::prctl::set_no_new_privs(),
             "setting no_new_privs"
         );
@@ -259,27 +277,27 @@ pub(crate) fn run(plan: &ChildPlan, arrays: &ExecArrays) -> ! {
     // SAFETY: close_range only changes descriptor flags; no memory is involved.
     let closed = unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
     check!(
-        plan,
+        p,
         Errno::result(closed),
         "marking descriptors close-on-exec"
     );
-    for (i, program) in plan.seccomp.iter().enumerate() {
+    for (i, program) in p.seccomp.iter().enumerate() {
         x.step(format_args!(
             "seccomp(SECCOMP_SET_MODE_FILTER, 0, {{{} BPF instructions}})  (filter {} of {})",
             program.len(),
             i + 1,
-            plan.seccomp.len()
+            p.seccomp.len()
         ));
         if let Err(e) = seccompiler::apply_filter(program) {
             fail(
-                plan,
+                p,
                 Stage::Setup,
                 Errno::last(),
                 format_args!("loading the seccomp filter: {e}"),
             );
         }
     }
-    exec(plan, arrays)
+    exec(p, arrays)
 }
 
 fn become_user(uid: u32, gid: u32) -> nix::Result<()> {
@@ -291,7 +309,7 @@ fn become_user(uid: u32, gid: u32) -> nix::Result<()> {
 
 /// Tries each candidate path as execvp does: a missing file moves on, a permission error is
 /// remembered (and wins over "not found"), anything else is the answer.
-fn exec(plan: &ChildPlan, arrays: &ExecArrays) -> ! {
+fn exec(plan: &ProcessPlan, arrays: &ExecArrays) -> ! {
     let mut denied: Option<&CStr> = None;
     let mut last = Errno::ENOENT;
     for candidate in &plan.candidates {

@@ -1,17 +1,22 @@
-//! Running one container in the foreground: the parent's side.
+//! Running one container: the parent's side.
 //!
 //! The parent prepares everything, clones the container's init directly into its new
 //! namespaces (no re-exec, no helper process), then — while the child builds its root —
 //! writes the id maps (with `--userns`) and creates the cgroups, places the child in them
-//! and lets it go on. It forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT to the child, waits for it,
-//! reports an OOM kill, and removes the cgroups. Whatever fails, the guard kills the child
-//! (which takes its namespaces and mounts with it) and removes the cgroups.
+//! and lets it go on. In the foreground it forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT to the
+//! child, waits for it, reports an OOM kill, and removes the cgroups. Whatever fails, the
+//! guard kills the child (which takes its namespaces and mounts with it) and removes the
+//! cgroups. Detached containers, and the commands that act on running ones, are in
+//! [`lifecycle`] and [`exec`](mod@exec).
 
 mod capabilities;
 mod child;
 pub mod config;
+mod exec;
+pub mod lifecycle;
 mod rootfs;
 mod seccomp;
+pub mod state;
 mod sys;
 pub mod userns;
 
@@ -29,13 +34,29 @@ use nix::unistd::Pid;
 use crate::cgroups::{self, CgroupError, CgroupManager};
 use crate::explain::Explain;
 use capabilities::CapabilityPlan;
-use child::{ChildPlan, Stage};
+use child::{ChildPlan, ProcessPlan, Stage};
 pub use config::{ConfigError, ContainerConfig, Network, User};
+pub use exec::{ExecConfig, exec};
 use rootfs::Layout;
+use state::{ProcessDefaults, StateError, Store};
 use userns::IdRange;
 
+/// What a confined container gets by default, for peers configured to match it (the
+/// bench's runc bundle).
+pub mod defaults {
+    pub use super::rootfs::{MASKED, READ_ONLY};
+
+    /// Docker's default capabilities by their kernel names (`CAP_CHOWN`, ...).
+    pub fn capabilities() -> Vec<String> {
+        super::capabilities::DOCKER_DEFAULT
+            .iter()
+            .map(|c| c.to_string())
+            .collect()
+    }
+}
+
 /// The `PATH` a container gets unless `-e PATH=...` says otherwise (Docker's).
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// How the container's command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +105,19 @@ pub enum RunError {
     NotFound { command: String, errno: Errno },
     #[error("{command}: cannot execute: {errno}")]
     CannotExecute { command: String, errno: Errno },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("container {0} is not running")]
+    NotRunning(String),
+    #[error("container {0} is running: stop it first, or use rm -f")]
+    IsRunning(String),
+    #[error(
+        "container {name} is the foreground container of `isolab run` (pid {pid}); stop or kill it instead"
+    )]
+    Foreground { name: String, pid: i32 },
+    /// A detached start that failed in the supervisor, which reported its code and message.
+    #[error("{message}")]
+    Detached { code: u8, message: String },
 }
 
 impl RunError {
@@ -92,6 +126,7 @@ impl RunError {
         match self {
             RunError::NotFound { .. } => 127,
             RunError::CannotExecute { .. } => 126,
+            RunError::Detached { code, .. } => *code,
             _ => 125,
         }
     }
@@ -143,35 +178,37 @@ fn forward_signals_to(pid: Pid) -> Result<(), RunError> {
 /// Owns the running child and its cgroups; dropping it before `finish` kills the child and
 /// removes the cgroups, so an early return leaves nothing behind.
 #[derive(Debug)]
-struct Running<'a> {
+struct Running {
     pid: Pid,
     reaped: bool,
     cleaned: bool,
-    cgroups: &'a dyn CgroupManager,
+    cgroups: Box<dyn CgroupManager>,
     explain: Explain,
 }
 
-impl Running<'_> {
+impl Running {
     fn wait(&mut self) -> Result<WaitStatus, RunError> {
-        loop {
-            match waitpid(self.pid, None) {
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(sys_err("waiting for the container")(e)),
-                Ok(status) => {
-                    self.reaped = true;
-                    CHILD.store(0, Ordering::Relaxed);
-                    self.explain
-                        .step(format_args!("wait4({}) = {status:?}", self.pid));
-                    return Ok(status);
-                }
-            }
-        }
+        let status = wait_for(self.pid, &self.explain)?;
+        self.reaped = true;
+        CHILD.store(0, Ordering::Relaxed);
+        Ok(status)
+    }
+
+    /// Waits for the command to end and tells how, OOM kill included.
+    fn outcome(&mut self) -> Result<Outcome, RunError> {
+        let status = self.wait()?;
+        outcome(status, &*self.cgroups)
     }
 
     /// Removes the cgroups of a container that has been reaped.
     fn finish(mut self) -> Result<(), CgroupError> {
         self.cleaned = true;
         self.cgroups.remove(&self.explain)
+    }
+
+    /// Leaves the child running and its cgroups in place: another process takes them over.
+    fn release(mut self) {
+        self.cleaned = true;
     }
 
     fn kill(&mut self) {
@@ -184,7 +221,7 @@ impl Running<'_> {
     }
 }
 
-impl Drop for Running<'_> {
+impl Drop for Running {
     fn drop(&mut self) {
         if self.cleaned {
             return;
@@ -198,8 +235,99 @@ impl Drop for Running<'_> {
     }
 }
 
-/// Runs the container to completion.
+/// waitpid, retried on EINTR.
+fn wait_for(pid: Pid, explain: &Explain) -> Result<WaitStatus, RunError> {
+    loop {
+        match waitpid(pid, None) {
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(sys_err("waiting for the container")(e)),
+            Ok(status) => {
+                explain.step(format_args!("wait4({pid}) = {status:?}"));
+                return Ok(status);
+            }
+        }
+    }
+}
+
+/// How a reaped container init ended; a SIGKILL with an OOM kill counted is the OOM killer's.
+fn outcome(status: WaitStatus, cgroups: &dyn CgroupManager) -> Result<Outcome, RunError> {
+    match status {
+        WaitStatus::Exited(_, code) => Ok(Outcome::Exited(code)),
+        WaitStatus::Signaled(_, signal, _) => Ok(Outcome::Signaled {
+            signal: signal as i32,
+            oom_killed: signal == Signal::SIGKILL && cgroups.oom_kills()? > 0,
+        }),
+        // Stops and continues are only reported with WUNTRACED/WCONTINUED, never asked for.
+        _ => Err(RunError::Sys {
+            what: "unexpected wait status",
+            source: Errno::ECHILD,
+        }),
+    }
+}
+
+/// Runs the container to completion in the foreground. No record is written on this path
+/// (it costs nothing extra); `isolab ps` finds such a container through its cgroup.
 pub fn run(config: &ContainerConfig, explain: Explain) -> Result<Outcome, RunError> {
+    let store = Store::default();
+    if store.exists(&config.name) {
+        return Err(RunError::State(StateError::NameInUse {
+            name: config.name.clone(),
+            path: store.dir(&config.name),
+        }));
+    }
+    let mut running = start(config, explain)?;
+    let outcome = running.outcome()?;
+    running.finish()?;
+    Ok(outcome)
+}
+
+/// How the container's command is started: from the run's options.
+fn process_defaults(config: &ContainerConfig) -> ProcessDefaults {
+    ProcessDefaults {
+        uid: config.user.uid,
+        gid: config.user.gid,
+        workdir: config.workdir.clone().unwrap_or_else(|| "/".into()),
+        env: environment(config),
+        privileged: config.privileged,
+        seccomp: config.seccomp,
+    }
+}
+
+/// Everything from the drop of privileges to execve, prepared in the parent.
+fn process_plan(
+    process: &ProcessDefaults,
+    command: &[String],
+    report_tx: OwnedFd,
+    explain: Explain,
+) -> Result<ProcessPlan, RunError> {
+    let confined = !process.privileged;
+    Ok(ProcessPlan {
+        explain,
+        uid: process.uid,
+        gid: process.gid,
+        workdir: cstring(process.workdir.as_str(), "--workdir")?,
+        candidates: candidates(&command[0], &process.env)?,
+        argv: command
+            .iter()
+            .map(|a| cstring(a.as_str(), "command argument"))
+            .collect::<Result<_, _>>()?,
+        env: process
+            .env
+            .iter()
+            .map(|(k, v)| cstring(format!("{k}={v}"), "environment variable"))
+            .collect::<Result<_, _>>()?,
+        capabilities: confined.then(CapabilityPlan::docker_default),
+        seccomp: if process.seccomp && confined {
+            seccomp::docker_default()?
+        } else {
+            Vec::new()
+        },
+        report_tx,
+    })
+}
+
+/// Starts the container and returns once its command has been exec'd.
+fn start(config: &ContainerConfig, explain: Explain) -> Result<Running, RunError> {
     let rootfs = check_rootfs(&config.rootfs)?;
     let cgroups = cgroups::for_host(&config.name, &config.resources)?;
     let own_netns = config.network == Network::None;
@@ -231,15 +359,8 @@ pub fn run(config: &ContainerConfig, explain: Explain) -> Result<Outcome, RunErr
         flags |= libc::CLONE_NEWTIME;
     }
 
-    let confined = !config.privileged;
-    let seccomp = if config.seccomp && confined {
-        seccomp::docker_default()?
-    } else {
-        Vec::new()
-    };
     let (sync_rx, sync_tx) = sys::pipe().map_err(sys_err("creating the sync pipe"))?;
     let (report_rx, report_tx) = sys::pipe().map_err(sys_err("creating the error pipe"))?;
-    let env = environment(config);
     let plan = ChildPlan {
         explain: explain.as_actor("init  "),
         mounts: Layout {
@@ -255,26 +376,16 @@ pub fn run(config: &ContainerConfig, explain: Explain) -> Result<Outcome, RunErr
         hostname: config.hostname.clone(),
         userns: config.userns,
         own_netns,
-        uid: config.user.uid,
-        gid: config.user.gid,
-        workdir: cstring(config.workdir.as_deref().unwrap_or("/"), "--workdir")?,
-        candidates: candidates(&config.command[0], &env)?,
-        argv: config
-            .command
-            .iter()
-            .map(|a| cstring(a.as_str(), "command argument"))
-            .collect::<Result<_, _>>()?,
-        env: env
-            .iter()
-            .map(|(k, v)| cstring(format!("{k}={v}"), "environment variable"))
-            .collect::<Result<_, _>>()?,
-        capabilities: confined.then(CapabilityPlan::docker_default),
-        seccomp,
         sync_rx,
-        report_tx,
         parent_ends: [sync_tx.as_raw_fd(), report_rx.as_raw_fd()],
+        process: process_plan(
+            &process_defaults(config),
+            &config.command,
+            report_tx,
+            explain.as_actor("init  "),
+        )?,
     };
-    let exec_arrays = plan.exec_arrays();
+    let exec_arrays = plan.process.exec_arrays();
 
     let pid = match sys::clone_process(flags as u64, &explain).map_err(sys_err("clone3"))? {
         None => child::run(&plan, &exec_arrays),
@@ -288,12 +399,12 @@ pub fn run(config: &ContainerConfig, explain: Explain) -> Result<Outcome, RunErr
         pid,
         reaped: false,
         cleaned: false,
-        cgroups: cgroups.as_ref(),
+        cgroups,
         explain,
     };
     forward_signals_to(pid)?;
 
-    if let Err(e) = release_child(config, &*cgroups, pid, ids, &sync_tx, &explain) {
+    if let Err(e) = release_child(config, &*running.cgroups, pid, ids, &sync_tx, &explain) {
         // The child may have failed first (and made this step fail); its report is the cause.
         running.kill();
         return Err(child_report(&report_rx)?.unwrap_or(e));
@@ -304,24 +415,7 @@ pub fn run(config: &ContainerConfig, explain: Explain) -> Result<Outcome, RunErr
     explain.step(format_args!(
         "error pipe closed by execve (O_CLOEXEC): the command runs"
     ));
-
-    let status = running.wait()?;
-    let outcome = match status {
-        WaitStatus::Exited(_, code) => Outcome::Exited(code),
-        WaitStatus::Signaled(_, signal, _) => Outcome::Signaled {
-            signal: signal as i32,
-            oom_killed: signal == Signal::SIGKILL && cgroups.oom_kills()? > 0,
-        },
-        // Stops and continues are only reported with WUNTRACED/WCONTINUED, never asked for.
-        _ => {
-            return Err(RunError::Sys {
-                what: "unexpected wait status",
-                source: Errno::ECHILD,
-            });
-        }
-    };
-    running.finish()?;
-    Ok(outcome)
+    Ok(running)
 }
 
 /// The parent's part while the child sets up: id maps, then cgroups, each followed by a

@@ -78,7 +78,7 @@ impl fmt::Display for Op {
 }
 
 /// Paths Docker hides from containers (moby oci/defaults.go).
-const MASKED: [&str; 10] = [
+pub const MASKED: [&str; 10] = [
     "/proc/acpi",
     "/proc/kcore",
     "/proc/keys",
@@ -92,7 +92,7 @@ const MASKED: [&str; 10] = [
 ];
 
 /// Paths Docker leaves visible but read-only.
-const READ_ONLY: [&str; 5] = [
+pub const READ_ONLY: [&str; 5] = [
     "/proc/bus",
     "/proc/fs",
     "/proc/irq",

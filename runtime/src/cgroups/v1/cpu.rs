@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::super::{CPU_PERIOD_US, CgroupError, Resources, write};
+use super::super::{CPU_PERIOD_US, CgroupError, Resources, Stats, read_key_opt, write};
 use crate::explain::Explain;
 
 pub(super) const NAME: &str = "cpu";
@@ -39,5 +39,13 @@ pub(super) fn apply(
     if let Some(shares) = resources.shares() {
         write(explain, &dir.join("cpu.shares"), &shares.to_string())?;
     }
+    Ok(())
+}
+
+/// v1's cpu.stat counts throttling only; usage is cpuacct's.
+pub(super) fn stats(dir: &Path, stats: &mut Stats) -> Result<(), CgroupError> {
+    let file = dir.join("cpu.stat");
+    stats.cpu_throttled_periods = read_key_opt(&file, "nr_throttled")?;
+    stats.cpu_throttled_ns = read_key_opt(&file, "throttled_time")?;
     Ok(())
 }

@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use super::super::{CgroupError, MemorySwap, Resources, read_key, write};
+use super::super::{
+    CgroupError, MemorySwap, Resources, Stats, read_key, read_key_opt, read_value, write,
+};
 use crate::explain::Explain;
 
 pub(super) const NAME: &str = "memory";
@@ -52,4 +54,12 @@ pub(super) fn apply(
 /// `oom_kill` in memory.oom_control (kernel 4.13+).
 pub(super) fn oom_kills(dir: &Path) -> Result<u64, CgroupError> {
     read_key(&dir.join("memory.oom_control"), "oom_kill")
+}
+
+pub(super) fn stats(dir: &Path, stats: &mut Stats) -> Result<(), CgroupError> {
+    stats.memory_current_bytes = read_value(&dir.join("memory.usage_in_bytes"))?;
+    stats.memory_peak_bytes = read_value(&dir.join("memory.max_usage_in_bytes"))?;
+    stats.memory_limit_bytes = read_value(&dir.join("memory.limit_in_bytes"))?;
+    stats.oom_kills = read_key_opt(&dir.join("memory.oom_control"), "oom_kill")?;
+    Ok(())
 }

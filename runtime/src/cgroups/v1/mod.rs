@@ -3,13 +3,14 @@
 
 mod blkio;
 mod cpu;
+mod cpuacct;
 mod cpuset;
 mod memory;
 mod pids;
 
 use std::path::{Path, PathBuf};
 
-use super::{CgroupError, CgroupManager, ContainerView, PARENT_DIR, Resources};
+use super::{CgroupError, CgroupManager, ContainerView, PARENT_DIR, Resources, Stats};
 use crate::explain::Explain;
 use crate::host::cgroup::V1Hierarchy as Hierarchy;
 
@@ -19,26 +20,29 @@ fn has(hierarchy: &Hierarchy, controller: &str) -> bool {
 
 type Check = fn(&Path, &Resources) -> Result<(), CgroupError>;
 type Apply = fn(&Path, &Resources, &Explain) -> Result<(), CgroupError>;
+type Collect = fn(&Path, &mut Stats) -> Result<(), CgroupError>;
 
 /// One controller: whether a limit asks for it, whether the container joins it anyway,
-/// what the host must offer for the limit, and how the limit is written.
+/// what the host must offer for the limit, how the limit is written and what it reports.
 struct Controller {
     name: &'static str,
     limited: bool,
     always: bool,
     check: Option<Check>,
     apply: Apply,
+    stats: Option<Collect>,
 }
 
-/// memory (for OOM reports), cpu and pids are joined wherever mounted; cpuset and blkio
-/// only when limited, to keep the start cheap.
-fn controllers(resources: &Resources) -> [Controller; 5] {
-    let controller = |name, limited, always, check, apply| Controller {
+/// memory (for OOM reports), cpu, cpuacct (CPU usage) and pids are joined wherever
+/// mounted; cpuset and blkio only when limited, to keep the start cheap.
+fn controllers(resources: &Resources) -> [Controller; 6] {
+    let controller = |name, limited, always, check, apply, stats| Controller {
         name,
         limited,
         always,
         check,
         apply,
+        stats,
     };
     [
         controller(
@@ -47,6 +51,7 @@ fn controllers(resources: &Resources) -> [Controller; 5] {
             true,
             Some(memory::check as Check),
             memory::apply as Apply,
+            Some(memory::stats as Collect),
         ),
         controller(
             cpu::NAME,
@@ -54,6 +59,15 @@ fn controllers(resources: &Resources) -> [Controller; 5] {
             true,
             Some(cpu::check),
             cpu::apply,
+            Some(cpu::stats),
+        ),
+        controller(
+            cpuacct::NAME,
+            false,
+            true,
+            None,
+            cpuacct::apply,
+            Some(cpuacct::stats),
         ),
         controller(
             pids::NAME,
@@ -61,6 +75,7 @@ fn controllers(resources: &Resources) -> [Controller; 5] {
             true,
             None,
             pids::apply,
+            Some(pids::stats),
         ),
         controller(
             cpuset::NAME,
@@ -68,6 +83,7 @@ fn controllers(resources: &Resources) -> [Controller; 5] {
             false,
             None,
             cpuset::apply,
+            None,
         ),
         controller(
             blkio::NAME,
@@ -75,6 +91,7 @@ fn controllers(resources: &Resources) -> [Controller; 5] {
             false,
             Some(blkio::check),
             blkio::apply,
+            None,
         ),
     ]
 }
@@ -132,6 +149,22 @@ impl V1Manager {
         })
     }
 
+    /// The hierarchies in which `isolab/<name>` exists.
+    pub(super) fn existing(name: &str, hierarchies: Vec<Hierarchy>) -> Self {
+        let joined = hierarchies
+            .into_iter()
+            .map(|h| {
+                let dir = h.mount_point.join(PARENT_DIR).join(name);
+                (h, dir)
+            })
+            .filter(|(_, dir)| dir.is_dir())
+            .collect();
+        V1Manager {
+            name: name.to_string(),
+            joined,
+        }
+    }
+
     fn dir_with(&self, controller: &str) -> Option<&Path> {
         self.joined
             .iter()
@@ -184,6 +217,20 @@ impl CgroupManager for V1Manager {
             Some(dir) => memory::oom_kills(dir),
             None => Ok(0),
         }
+    }
+
+    fn stats(&self) -> Result<Stats, CgroupError> {
+        let mut stats = Stats::default();
+        for controller in controllers(&Resources::default()) {
+            if let (Some(collect), Some(dir)) = (controller.stats, self.dir_with(controller.name)) {
+                collect(dir, &mut stats)?;
+            }
+        }
+        Ok(stats)
+    }
+
+    fn paths(&self) -> Vec<PathBuf> {
+        self.joined.iter().map(|(_, dir)| dir.clone()).collect()
     }
 
     fn container_view(&self) -> ContainerView {

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::super::{CgroupError, Resources, write};
+use super::super::{CgroupError, Resources, Stats, read_value, write};
 use crate::explain::Explain;
 
 pub(super) const NAME: &str = "pids";
@@ -20,4 +20,10 @@ pub(super) fn apply(
         Some(max) => write(explain, &dir.join("pids.max"), &max.to_string()),
         None => Ok(()),
     }
+}
+
+pub(super) fn stats(dir: &Path, stats: &mut Stats) -> Result<(), CgroupError> {
+    stats.pids_current = read_value(&dir.join("pids.current"))?;
+    stats.pids_limit = read_value(&dir.join("pids.max"))?;
+    Ok(())
 }

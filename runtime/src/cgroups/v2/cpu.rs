@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::super::{CPU_PERIOD_US, CgroupError, Resources, write};
+use super::super::{CPU_PERIOD_US, CgroupError, Resources, Stats, read_key_opt, write};
 use crate::explain::Explain;
 
 pub(super) const NAME: &str = "cpu";
@@ -26,5 +26,15 @@ pub(super) fn apply(
     if let Some(weight) = resources.weight() {
         write(explain, &dir.join("cpu.weight"), &weight.to_string())?;
     }
+    Ok(())
+}
+
+/// cpu.stat counts in µs; [`Stats`] in ns.
+pub(super) fn stats(dir: &Path, stats: &mut Stats) -> Result<(), CgroupError> {
+    let file = dir.join("cpu.stat");
+    let ns = |us: Option<u64>| us.map(|us| us.saturating_mul(1000));
+    stats.cpu_usage_ns = ns(read_key_opt(&file, "usage_usec")?);
+    stats.cpu_throttled_periods = read_key_opt(&file, "nr_throttled")?;
+    stats.cpu_throttled_ns = ns(read_key_opt(&file, "throttled_usec")?);
     Ok(())
 }

@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use super::super::{CgroupError, MemorySwap, Resources, read_key, write};
+use super::super::{
+    CgroupError, MemorySwap, Resources, Stats, read_key, read_key_opt, read_value, write,
+};
 use crate::explain::Explain;
 
 pub(super) const NAME: &str = "memory";
@@ -42,4 +44,13 @@ pub(super) fn apply(
 
 pub(super) fn oom_kills(dir: &Path) -> Result<u64, CgroupError> {
     read_key(&dir.join("memory.events"), "oom_kill")
+}
+
+pub(super) fn stats(dir: &Path, stats: &mut Stats) -> Result<(), CgroupError> {
+    stats.memory_current_bytes = read_value(&dir.join("memory.current"))?;
+    // memory.peak exists from Linux 5.19.
+    stats.memory_peak_bytes = read_value(&dir.join("memory.peak"))?;
+    stats.memory_limit_bytes = read_value(&dir.join("memory.max"))?;
+    stats.oom_kills = read_key_opt(&dir.join("memory.events"), "oom_kill")?;
+    Ok(())
 }

@@ -9,7 +9,7 @@ mod pids;
 
 use std::path::{Path, PathBuf};
 
-use super::{CgroupError, CgroupManager, ContainerView, PARENT_DIR, Resources};
+use super::{CgroupError, CgroupManager, ContainerView, PARENT_DIR, Resources, Stats};
 use crate::explain::Explain;
 
 #[derive(Debug)]
@@ -79,6 +79,23 @@ impl V2Manager {
         })
     }
 
+    /// The manager of an existing `isolab/<name>`, with the controllers its parent gives it.
+    pub(super) fn existing(root: &Path, name: &str) -> Self {
+        let dir = root.join(PARENT_DIR).join(name);
+        let given = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+        let controllers = controllers(&Resources::default())
+            .into_iter()
+            .map(|(controller, ..)| controller)
+            .filter(|c| given.split_whitespace().any(|g| g == *c))
+            .collect();
+        V2Manager {
+            root: root.to_path_buf(),
+            name: name.to_string(),
+            dir,
+            controllers,
+        }
+    }
+
     /// `+memory +cpu ...`; enabling an already-enabled controller is a no-op for the kernel.
     fn subtree_control_value(&self) -> String {
         self.controllers
@@ -116,6 +133,27 @@ impl CgroupManager for V2Manager {
             memory::oom_kills(&self.dir)
         } else {
             Ok(0)
+        }
+    }
+
+    fn stats(&self) -> Result<Stats, CgroupError> {
+        let mut stats = Stats::default();
+        // cpu.stat's usage is kept by the core, with or without the cpu controller.
+        cpu::stats(&self.dir, &mut stats)?;
+        if self.controllers.contains(&memory::NAME) {
+            memory::stats(&self.dir, &mut stats)?;
+        }
+        if self.controllers.contains(&pids::NAME) {
+            pids::stats(&self.dir, &mut stats)?;
+        }
+        Ok(stats)
+    }
+
+    fn paths(&self) -> Vec<PathBuf> {
+        if self.dir.is_dir() {
+            vec![self.dir.clone()]
+        } else {
+            Vec::new()
         }
     }
 
@@ -209,5 +247,37 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.oom_kills().unwrap(), 1);
+    }
+
+    #[test]
+    fn stats_come_from_each_controllers_files() {
+        let root = tempfile::tempdir().unwrap();
+        let m = manager(root.path(), "memory cpu pids", &Resources::default()).unwrap();
+        m.create(&Resources::default(), &Explain::off()).unwrap();
+        let dir = root.path().join("isolab/c");
+        for (file, text) in [
+            ("memory.current", "4096\n"),
+            ("memory.peak", "8192\n"),
+            ("memory.max", "max\n"),
+            ("memory.events", "oom 0\noom_kill 0\n"),
+            (
+                "cpu.stat",
+                "usage_usec 7\nnr_throttled 3\nthrottled_usec 2\n",
+            ),
+            ("pids.current", "2\n"),
+            ("pids.max", "64\n"),
+        ] {
+            std::fs::write(dir.join(file), text).unwrap();
+        }
+        let stats = m.stats().unwrap();
+        assert_eq!(stats.memory_current_bytes, Some(4096));
+        assert_eq!(stats.memory_peak_bytes, Some(8192));
+        assert_eq!(stats.memory_limit_bytes, None);
+        assert_eq!(stats.cpu_usage_ns, Some(7000));
+        assert_eq!(stats.cpu_throttled_periods, Some(3));
+        assert_eq!(stats.cpu_throttled_ns, Some(2000));
+        assert_eq!(stats.pids_limit, Some(64));
+        assert_eq!(stats.oom_kills, Some(0));
+        assert_eq!(m.paths(), [dir]);
     }
 }

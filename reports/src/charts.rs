@@ -1,0 +1,586 @@
+//! The report's charts. Each is first described as a [`Figure`] (marks in data coordinates,
+//! axis labels with units, a legend), then drawn by one renderer into SVG and PNG, so both
+//! files always show the same thing and every chart shares the same look and colours.
+//!
+//! Text is drawn with DejaVu Sans, embedded in the binary (assets/DejaVuSans.ttf, licence
+//! next to it): PNGs render the same on a host without any font installed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::coord::combinators::IntoLogRange;
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::analysis::Collection;
+use crate::measures::{self, Missing};
+use crate::plan::Plan;
+
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+const FAMILY: &str = "sans-serif";
+pub const WIDTH: u32 = 900;
+pub const HEIGHT: u32 = 500;
+/// Above this ratio between the largest and smallest value, a chart uses a log scale.
+pub const LOG_SCALE_RATIO: f64 = 20.0;
+
+type Rgb = (u8, u8, u8);
+
+/// Something drawn in data coordinates; x is a category position (0, 1, 2...) or a count.
+#[derive(Debug, Clone)]
+enum Mark {
+    Point {
+        x: f64,
+        y: f64,
+        rgb: Rgb,
+    },
+    Line {
+        from: (f64, f64),
+        to: (f64, f64),
+        rgb: Rgb,
+        width: u32,
+    },
+    Bar {
+        x0: f64,
+        x1: f64,
+        y0: f64,
+        y1: f64,
+        rgb: Rgb,
+    },
+}
+
+/// One chart, ready to draw.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    /// File stem: `<name>.svg`, `<name>.png`.
+    pub name: &'static str,
+    pub title: String,
+    /// Names of the categories at x = 0, 1, 2...; empty for a numeric x axis.
+    categories: Vec<String>,
+    x_desc: String,
+    y_desc: String,
+    x_range: (f64, f64),
+    y_range: (f64, f64),
+    log_y: bool,
+    marks: Vec<Mark>,
+    legend: Vec<(String, Rgb)>,
+    /// One line under the chart saying how to read it.
+    pub note: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChartError {
+    #[error("drawing chart {name}: {message}")]
+    Draw { name: &'static str, message: String },
+    #[error("writing {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A chart that could be drawn, or what it lacks.
+pub type Outcome = Result<Figure, Missing>;
+
+/// Every chart of a report, in order.
+pub fn all(c: &Collection, plan: &Plan) -> Vec<(&'static str, Outcome)> {
+    vec![
+        ("Start-up time per target", startup(c)),
+        (
+            "Start-up breakdown per phase",
+            Err(measures::start_up_phases()),
+        ),
+        ("Memory per instance", memory(c)),
+        ("Disk footprint", Err(measures::disk_footprint())),
+        ("Run-time overhead relative to native", overhead(c)),
+        ("Density", density(c)),
+        ("Isolation matrix", Err(measures::isolation_matrix())),
+        ("Capacity plan", planning(c, plan)),
+    ]
+}
+
+fn scale(values: impl Iterator<Item = f64>, bar_base: bool) -> ((f64, f64), bool) {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if !lo.is_finite() {
+        return ((0.0, 1.0), false);
+    }
+    if hi / lo > LOG_SCALE_RATIO {
+        ((lo / 2.0, hi * 2.0), true)
+    } else {
+        // Bars start at 0; strip plots zoom on the data with a margin.
+        let bottom = if bar_base { 0.0 } else { (lo * 0.8).max(0.0) };
+        ((bottom, hi * 1.15), false)
+    }
+}
+
+fn startup(c: &Collection) -> Outcome {
+    let (set, rows) = measures::startup(c)?;
+    // Log scale when the targets' medians differ by orders of magnitude; the range still
+    // covers every run.
+    let (_, log_y) = scale(rows.iter().map(|r| r.median_ms), false);
+    let all = || rows.iter().flat_map(|r| r.ms.iter().copied());
+    let (lo, hi) = (
+        all().fold(f64::INFINITY, f64::min),
+        all().fold(0.0, f64::max),
+    );
+    let (lo, hi) = if log_y {
+        (lo / 2.0, hi * 2.0)
+    } else {
+        ((lo * 0.8).max(0.0), hi * 1.15)
+    };
+    let mut marks = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let x = i as f64;
+        let rgb = c.colour(&row.target);
+        for (j, &ms) in row.ms.iter().enumerate() {
+            // Deterministic jitter spreads equal values apart.
+            let jitter = ((j * 7) % 11) as f64 / 10.0 - 0.5;
+            marks.push(Mark::Point {
+                x: x + jitter * 0.3,
+                y: ms,
+                rgb,
+            });
+        }
+        for (y, width, half) in [(row.median_ms, 4, 0.3), (row.p95_ms, 2, 0.18)] {
+            marks.push(Mark::Line {
+                from: (x - half, y),
+                to: (x + half, y),
+                rgb: (0, 0, 0),
+                width,
+            });
+        }
+    }
+    Ok(Figure {
+        name: "startup",
+        title: "Start-up: spawn to ready".into(),
+        categories: rows.iter().map(|r| r.target.clone()).collect(),
+        x_desc: "target".into(),
+        y_desc: format!(
+            "time to ISOLAB-READY (ms{})",
+            if log_y { ", log scale" } else { "" }
+        ),
+        x_range: (-0.5, rows.len() as f64 - 0.5),
+        y_range: (lo, hi),
+        log_y,
+        marks,
+        legend: Vec::new(),
+        note: format!(
+            "Dots: the {} runs of each target; long black bar: median; short black bar: p95. From {}.",
+            set.set.runs_per_target,
+            set.path.display()
+        ),
+    })
+}
+
+fn memory(c: &Collection) -> Outcome {
+    let (set, rows) = measures::memory(c)?;
+    let mib = |kib: f64| kib / 1024.0;
+    let ((_, hi), _) = scale(rows.iter().map(|r| mib(r.pss_kib)), true);
+    let workload_rgb = (200, 200, 200);
+    let mut marks = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let x = i as f64;
+        let base = mib(row.pss_kib - row.overhead_kib);
+        marks.push(Mark::Bar {
+            x0: x - 0.3,
+            x1: x + 0.3,
+            y0: 0.0,
+            y1: base,
+            rgb: workload_rgb,
+        });
+        marks.push(Mark::Bar {
+            x0: x - 0.3,
+            x1: x + 0.3,
+            y0: base,
+            y1: mib(row.pss_kib),
+            rgb: c.colour(&row.target),
+        });
+    }
+    Ok(Figure {
+        name: "memory",
+        title: "Host memory per instance (median peak PSS)".into(),
+        categories: rows.iter().map(|r| r.target.clone()).collect(),
+        x_desc: "target".into(),
+        y_desc: "PSS per instance (MiB)".into(),
+        x_range: (-0.5, rows.len() as f64 - 0.5),
+        y_range: (0.0, hi),
+        log_y: false,
+        marks,
+        legend: vec![("as native (the workload itself)".into(), workload_rgb)],
+        note: format!(
+            "Grey: native's PSS; coloured: what the target adds. A VM's PSS is its monitor's, \
+             guest pages it touched included; configured guest RAM it never touched costs \
+             nothing and is not shown. From {}.",
+            set.path.display()
+        ),
+    })
+}
+
+fn overhead(c: &Collection) -> Outcome {
+    let (rows, missing) = measures::overheads(c);
+    if rows.is_empty() {
+        return Err(missing.into_iter().next().unwrap_or_else(no_other_target));
+    }
+    let modes: Vec<&str> = measures::RUNTIME_MODES
+        .iter()
+        .map(|(m, _, _)| *m)
+        .filter(|m| rows.iter().any(|r| r.mode == *m))
+        .collect();
+    let targets: Vec<&str> = c
+        .target_names()
+        .into_iter()
+        .filter(|t| rows.iter().any(|r| r.target == *t))
+        .collect();
+    let ((lo, hi), log_y) = scale(
+        rows.iter().flat_map(|r| [r.ci.0, r.ci.1, 1.0]).chain([0.5]),
+        true,
+    );
+    let base = if log_y { lo } else { 0.0 };
+    let width = 0.8 / targets.len() as f64;
+    let mut marks = Vec::new();
+    for row in &rows {
+        let m = modes.iter().position(|m| *m == row.mode).unwrap_or(0) as f64;
+        let t = targets.iter().position(|t| *t == row.target).unwrap_or(0) as f64;
+        let x0 = m - 0.4 + t * width;
+        let mid = x0 + width / 2.0;
+        marks.push(Mark::Bar {
+            x0: x0 + 0.01,
+            x1: x0 + width - 0.01,
+            y0: base,
+            y1: row.ratio,
+            rgb: c.colour(&row.target),
+        });
+        marks.push(Mark::Line {
+            from: (mid, row.ci.0),
+            to: (mid, row.ci.1),
+            rgb: (0, 0, 0),
+            width: 2,
+        });
+        for y in [row.ci.0, row.ci.1] {
+            marks.push(Mark::Line {
+                from: (mid - width / 4.0, y),
+                to: (mid + width / 4.0, y),
+                rgb: (0, 0, 0),
+                width: 2,
+            });
+        }
+    }
+    marks.push(Mark::Line {
+        from: (-0.5, 1.0),
+        to: (modes.len() as f64 - 0.5, 1.0),
+        rgb: (90, 90, 90),
+        width: 1,
+    });
+    Ok(Figure {
+        name: "overhead",
+        title: "Run-time cost relative to native".into(),
+        categories: modes
+            .iter()
+            .map(|m| {
+                let metric = measures::RUNTIME_MODES
+                    .iter()
+                    .find(|(n, _, _)| n == m)
+                    .map_or("", |r| r.1);
+                format!(
+                    "{m} ({})",
+                    metric.trim_start_matches(crate::schema::FIGURE_PREFIX)
+                )
+            })
+            .collect(),
+        x_desc: "workload (figure compared)".into(),
+        y_desc: format!(
+            "cost vs native (×, 1 = native{})",
+            if log_y { ", log scale" } else { "" }
+        ),
+        x_range: (-0.5, modes.len() as f64 - 0.5),
+        y_range: (if log_y { lo } else { 0.0 }, hi),
+        log_y,
+        marks,
+        legend: targets
+            .iter()
+            .map(|t| ((*t).to_owned(), c.colour(t)))
+            .collect(),
+        note: "Bars: median cost over native's (time, or native's throughput over the target's \
+               for io); whiskers: 95 % bootstrap interval (2000 resamples, fixed seed); grey \
+               line: native. Lower is better."
+            .into(),
+    })
+}
+
+fn density(c: &Collection) -> Outcome {
+    let set = c.density().ok_or_else(measures::density)?;
+    let mut marks = Vec::new();
+    let mut legend = Vec::new();
+    let (mut max_x, mut max_y) = (1.0f64, 1.0f64);
+    for target in &set.set.targets {
+        let Some(density) = &target.density else {
+            continue;
+        };
+        let rgb = c.colour(&target.name);
+        let mut last = (0.0, 0.0);
+        for step in &density.steps {
+            let point = (f64::from(step.running), step.host_used_kib as f64 / 1024.0);
+            marks.push(Mark::Line {
+                from: last,
+                to: point,
+                rgb,
+                width: 2,
+            });
+            marks.push(Mark::Point {
+                x: point.0,
+                y: point.1,
+                rgb,
+            });
+            max_x = max_x.max(point.0);
+            max_y = max_y.max(point.1);
+            last = point;
+        }
+        legend.push((target.name.clone(), rgb));
+    }
+    if legend.is_empty() {
+        return Err(measures::density());
+    }
+    Ok(Figure {
+        name: "density",
+        title: "Host memory used vs instances running".into(),
+        categories: Vec::new(),
+        x_desc: "instances running".into(),
+        y_desc: "host memory used (MiB, MemTotal − MemAvailable)".into(),
+        x_range: (0.0, max_x * 1.05),
+        y_range: (0.0, max_y * 1.15),
+        log_y: false,
+        marks,
+        legend,
+        note: format!("From {}.", set.path.display()),
+    })
+}
+
+fn planning(c: &Collection, plan: &Plan) -> Outcome {
+    if plan.fits.is_empty() {
+        return Err(plan
+            .not_measured
+            .first()
+            .map(|(_, m)| m.clone())
+            .unwrap_or_else(no_other_target));
+    }
+    let ((lo, hi), log_y) = scale(plan.fits.iter().map(|f| f.instances.max(1) as f64), true);
+    let base = if log_y { lo } else { 0.0 };
+    let marks = plan
+        .fits
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Mark::Bar {
+            x0: i as f64 - 0.3,
+            x1: i as f64 + 0.3,
+            y0: base,
+            y1: f.instances.max(1) as f64,
+            rgb: c.colour(&f.per_instance.target),
+        })
+        .collect();
+    let i = &plan.input;
+    Ok(Figure {
+        name: "plan",
+        title: format!(
+            "Instances of a {} MiB / {} CPU workload that fit this host",
+            i.workload_mem_kib / 1024,
+            i.workload_cpu
+        ),
+        categories: plan
+            .fits
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} ({}, {} binds)",
+                    f.per_instance.class,
+                    f.per_instance.target,
+                    match f.binds {
+                        crate::plan::Binding::Memory => "memory",
+                        crate::plan::Binding::Cpu => "CPU",
+                    }
+                )
+            })
+            .collect(),
+        x_desc: "class (measured target, binding resource)".into(),
+        y_desc: format!("instances{}", if log_y { " (log scale)" } else { "" }),
+        x_range: (-0.5, plan.fits.len() as f64 - 0.5),
+        y_range: (if log_y { lo } else { 0.0 }, hi),
+        log_y,
+        marks,
+        legend: Vec::new(),
+        note: format!(
+            "Host: {:.1} GiB, {} CPUs, {:.1} GiB and {} CPUs reserved; per-instance overheads \
+             measured (see the plan table).",
+            i.host_mem_kib as f64 / 1048576.0,
+            i.host_cpus,
+            i.reserve_mem_kib as f64 / 1048576.0,
+            i.reserve_cpu
+        ),
+    })
+}
+
+fn no_other_target() -> Missing {
+    Missing::new(
+        "a target besides native",
+        "isolab bench --target native,container,vm-mini",
+    )
+}
+
+fn register_font() -> Result<(), String> {
+    static ONCE: Once = Once::new();
+    let mut result = Ok(());
+    ONCE.call_once(|| {
+        result = plotters::style::register_font(FAMILY, FontStyle::Normal, FONT)
+            .map_err(|_| "the embedded font does not parse".to_owned());
+    });
+    result
+}
+
+impl Figure {
+    /// Writes `<name>.svg` and `<name>.png` into `dir`; returns the SVG text.
+    pub fn write(&self, dir: &Path) -> Result<String, ChartError> {
+        let error = |message: String| ChartError::Draw {
+            name: self.name,
+            message,
+        };
+        register_font().map_err(error)?;
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+            self.draw(&root).map_err(error)?;
+        }
+        let svg_path = dir.join(format!("{}.svg", self.name));
+        std::fs::write(&svg_path, &svg).map_err(|source| ChartError::Write {
+            path: svg_path,
+            source,
+        })?;
+        let png_path = dir.join(format!("{}.png", self.name));
+        let root = BitMapBackend::new(&png_path, (WIDTH, HEIGHT)).into_drawing_area();
+        self.draw(&root).map_err(error)?;
+        Ok(svg)
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let (lo, hi) = self.y_range;
+        if self.log_y {
+            self.draw_with(root, (lo..hi).log_scale())
+        } else {
+            self.draw_with(root, lo..hi)
+        }
+    }
+
+    fn draw_with<DB, Y>(&self, root: &DrawingArea<DB, Shift>, y: Y) -> Result<(), String>
+    where
+        DB: DrawingBackend,
+        Y: AsRangedCoord<Value = f64>,
+        Y::CoordDescType: ValueFormatter<f64>,
+    {
+        let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+        let mut chart = ChartBuilder::on(root)
+            .caption(&self.title, (FAMILY, 22))
+            .margin(12)
+            .x_label_area_size(55)
+            .y_label_area_size(80)
+            .build_cartesian_2d(self.x_range.0..self.x_range.1, y)
+            .map_err(err)?;
+        let categories = &self.categories;
+        let label = |x: &f64| {
+            if categories.is_empty() {
+                return format!("{x:.0}");
+            }
+            let i = x.round();
+            match categories.get(i as usize) {
+                Some(name) if (x - i).abs() < 1e-6 && i >= 0.0 => name.clone(),
+                _ => String::new(),
+            }
+        };
+        let mut mesh = chart.configure_mesh();
+        // Up to three significant digits, without a trailing ".0".
+        let y_label = |v: &f64| {
+            let text = format!(
+                "{:.*}",
+                (2 - v.abs().max(1e-9).log10().floor() as i32).clamp(0, 3) as usize,
+                v
+            );
+            match text.contains('.') {
+                true => text.trim_end_matches('0').trim_end_matches('.').to_owned(),
+                false => text,
+            }
+        };
+        mesh.x_desc(&self.x_desc)
+            .y_label_formatter(&y_label)
+            .light_line_style(WHITE)
+            .y_desc(&self.y_desc)
+            .x_label_formatter(&label)
+            .label_style((FAMILY, 14))
+            .axis_desc_style((FAMILY, 15))
+            .disable_x_mesh();
+        if !categories.is_empty() {
+            mesh.x_labels(categories.len());
+        }
+        mesh.draw().map_err(err)?;
+        for mark in &self.marks {
+            let colour = |rgb: &Rgb| RGBColor(rgb.0, rgb.1, rgb.2);
+            match mark {
+                Mark::Point { x, y, rgb } => chart
+                    .draw_series(std::iter::once(Circle::new(
+                        (*x, *y),
+                        4,
+                        colour(rgb).mix(0.75).filled(),
+                    )))
+                    .map(|_| ()),
+                Mark::Line {
+                    from,
+                    to,
+                    rgb,
+                    width,
+                } => chart
+                    .draw_series(std::iter::once(PathElement::new(
+                        vec![*from, *to],
+                        colour(rgb).stroke_width(*width),
+                    )))
+                    .map(|_| ()),
+                Mark::Bar {
+                    x0,
+                    x1,
+                    y0,
+                    y1,
+                    rgb,
+                } => chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(*x0, *y0), (*x1, *y1)],
+                        colour(rgb).filled(),
+                    )))
+                    .map(|_| ()),
+            }
+            .map_err(err)?;
+        }
+        if !self.legend.is_empty() {
+            for (name, rgb) in &self.legend {
+                let rgb = RGBColor(rgb.0, rgb.1, rgb.2);
+                chart
+                    .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+                    .map_err(err)?
+                    .label(name)
+                    .legend(move |(x, y)| {
+                        Rectangle::new([(x, y - 6), (x + 14, y + 6)], rgb.filled())
+                    });
+            }
+            chart
+                .configure_series_labels()
+                .label_font((FAMILY, 14))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::UpperLeft)
+                .draw()
+                .map_err(err)?;
+        }
+        root.present().map_err(err)
+    }
+}

@@ -1,0 +1,384 @@
+//! `isolab report`: one self-contained `report.html` (inline CSS and SVG, no script, nothing
+//! fetched), `summary.md` with the same tables, and every chart as SVG and PNG.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::analysis::{Collection, LoadError};
+use crate::charts::{self, ChartError};
+use crate::claims::{self, Claim};
+use crate::plan::{self, Plan, PlanError, PlanInput};
+use crate::table;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("--out {path}: cannot create the directory")]
+    OutDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Chart(#[from] ChartError),
+    #[error("planning for the measured host")]
+    Plan(#[from] PlanError),
+    #[error("writing {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The report's sections, computed once and rendered twice (HTML and Markdown).
+#[derive(Debug)]
+struct Sections {
+    claims: Vec<Claim>,
+    plan: Plan,
+}
+
+/// Writes the report of `paths` into `out`; returns the files written.
+pub fn write(paths: &[PathBuf], out: &Path) -> Result<Vec<PathBuf>, ReportError> {
+    let c = Collection::load(paths)?;
+    fs::create_dir_all(out).map_err(|source| ReportError::OutDir {
+        path: out.to_owned(),
+        source,
+    })?;
+    let host = c.host();
+    let input = PlanInput {
+        host_mem_kib: host.mem_total_kib,
+        host_cpus: f64::from(host.cores),
+        workload_mem_kib: plan::DEFAULT_WORKLOAD_MEM_KIB,
+        workload_cpu: plan::DEFAULT_WORKLOAD_CPU,
+        reserve_mem_kib: plan::DEFAULT_RESERVE_MEM_KIB.min(host.mem_total_kib / 2),
+        reserve_cpu: plan::DEFAULT_RESERVE_CPU.min(f64::from(host.cores) / 2.0),
+    };
+    let sections = Sections {
+        claims: claims::check(&c),
+        plan: plan::plan(input, &c)?,
+    };
+    let mut files = Vec::new();
+    let mut html_charts = String::new();
+    let mut md_charts = String::new();
+    for (title, outcome) in charts::all(&c, &sections.plan) {
+        match outcome {
+            Ok(figure) => {
+                let svg = figure.write(out)?;
+                files.push(out.join(format!("{}.svg", figure.name)));
+                files.push(out.join(format!("{}.png", figure.name)));
+                let _ = writeln!(
+                    html_charts,
+                    "<section><h3>{}</h3>{}<p class=\"note\">{}</p></section>",
+                    esc(title),
+                    strip_xml_declaration(&svg),
+                    esc(&figure.note)
+                );
+                let _ = write!(
+                    md_charts,
+                    "### {title}\n\n![{title}]({}.png)\n\n{}\n\n",
+                    figure.name, figure.note
+                );
+            }
+            Err(missing) => {
+                let _ = writeln!(
+                    html_charts,
+                    "<section><h3>{}</h3><p class=\"missing\">{}</p></section>",
+                    esc(title),
+                    esc(&missing.sentence())
+                );
+                let _ = write!(md_charts, "### {title}\n\n_{}_\n\n", missing.sentence());
+            }
+        }
+    }
+    let html = html(&c, &sections, &html_charts);
+    let md = markdown(&c, &sections, &md_charts);
+    for (name, text) in [("report.html", html), ("summary.md", md)] {
+        let path = out.join(name);
+        fs::write(&path, text).map_err(|source| ReportError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        files.push(path);
+    }
+    Ok(files)
+}
+
+/// Plotters' SVG starts with an XML declaration, which is not allowed inside HTML.
+fn strip_xml_declaration(svg: &str) -> &str {
+    match svg.strip_prefix("<?xml") {
+        Some(rest) => rest
+            .split_once("?>")
+            .map_or(svg, |(_, body)| body.trim_start()),
+        None => svg,
+    }
+}
+
+fn esc(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Rows of a table: header first. Rendered as HTML or Markdown.
+type Rows = Vec<Vec<String>>;
+
+fn host_rows(c: &Collection) -> Rows {
+    let h = c.host();
+    vec![
+        vec!["field".into(), "value".into()],
+        vec!["kernel".into(), h.kernel.clone()],
+        vec![
+            "CPU".into(),
+            format!("{} ({} logical CPUs)", h.cpu_model, h.cores),
+        ],
+        vec![
+            "memory".into(),
+            format!("{:.1} GiB", h.mem_total_kib as f64 / 1048576.0),
+        ],
+        vec!["cgroup mode".into(), h.cgroup_mode.clone()],
+        vec!["KVM".into(), h.kvm_kind.clone()],
+        vec!["isolab revision".into(), h.git_revision.clone()],
+    ]
+}
+
+fn command_rows(c: &Collection) -> Rows {
+    let mut rows = vec![vec![
+        "file".into(),
+        "workload".into(),
+        "measured".into(),
+        "command".into(),
+    ]];
+    rows.extend(c.sets.iter().map(|l| {
+        vec![
+            l.path.display().to_string(),
+            l.set.workload.mode.clone(),
+            l.set.host.date.clone(),
+            l.command_line(),
+        ]
+    }));
+    rows
+}
+
+fn claim_rows(claims: &[Claim]) -> Rows {
+    let mut rows = vec![vec![
+        "#".into(),
+        "claim".into(),
+        "measured".into(),
+        "command".into(),
+        "verdict".into(),
+    ]];
+    rows.extend(claims.iter().map(|c| {
+        vec![
+            c.number.to_string(),
+            c.claim.to_owned(),
+            if c.measured.is_empty() {
+                "-".into()
+            } else {
+                c.measured.clone()
+            },
+            if c.commands.is_empty() {
+                "-".into()
+            } else {
+                c.commands.join("; ")
+            },
+            c.verdict.to_string(),
+        ]
+    }));
+    rows
+}
+
+/// Each run set's own summary table (the one `isolab bench` prints).
+fn result_tables(c: &Collection) -> Vec<(String, String)> {
+    c.sets
+        .iter()
+        .map(|l| {
+            (
+                format!("workload `{}`", l.set.workload.mode),
+                table::render(&l.set),
+            )
+        })
+        .collect()
+}
+
+fn html_table(rows: &Rows, row_classes: &[&str]) -> String {
+    let mut out = String::from("<table>\n<thead><tr>");
+    for cell in &rows[0] {
+        let _ = write!(out, "<th>{}</th>", esc(cell));
+    }
+    out.push_str("</tr></thead>\n<tbody>\n");
+    for (i, row) in rows[1..].iter().enumerate() {
+        match row_classes.get(i) {
+            Some(class) => {
+                let _ = write!(out, "<tr class=\"{class}\">");
+            }
+            None => out.push_str("<tr>"),
+        }
+        for cell in row {
+            let _ = write!(out, "<td>{}</td>", esc(cell));
+        }
+        out.push_str("</tr>\n");
+    }
+    out + "</tbody></table>\n"
+}
+
+fn md_table(rows: &Rows) -> String {
+    let line = |row: &Vec<String>| {
+        format!(
+            "| {} |\n",
+            row.iter()
+                .map(|c| c.replace('|', "\\|").replace('\n', " "))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        )
+    };
+    let mut out = line(&rows[0]);
+    out += &format!("|{}\n", " --- |".repeat(rows[0].len()));
+    for row in &rows[1..] {
+        out += &line(row);
+    }
+    out
+}
+
+const CSS: &str = "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}\
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;vertical-align:top;text-align:left}\
+th{background:#eee}tr.holds td:last-child{background:#c8e6c9}tr.does-not-hold td:last-child{background:#ffcdd2}\
+tr.depends td:last-child{background:#fff3c4}tr.not-measured td:last-child{background:#e0e0e0}\
+.missing{color:#555;font-style:italic}.note{color:#444;font-size:90%}pre{background:#f6f6f6;padding:8px;overflow-x:auto}\
+svg{max-width:100%;height:auto}";
+
+fn intro(c: &Collection) -> String {
+    let mut text = format!(
+        "Host fingerprint and the exact commands that produced the data are below; every \
+         result comes from this one host (files from another host are refused). Targets \
+         measured: {}.",
+        c.target_names().join(", ")
+    );
+    if !c.superseded.is_empty() {
+        let names: Vec<String> = c
+            .superseded
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        let _ = write!(
+            text,
+            " Left out, superseded by newer files of the same workload: {}.",
+            names.join(", ")
+        );
+    }
+    text
+}
+
+fn html(c: &Collection, s: &Sections, charts: &str) -> String {
+    let classes: Vec<&str> = s.claims.iter().map(|c| c.verdict.class()).collect();
+    let mut tables = String::new();
+    for (title, text) in result_tables(c) {
+        let _ = writeln!(tables, "<h3>{}</h3><pre>{}</pre>", esc(&title), esc(&text));
+    }
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <title>isolab report</title>\n<style>{CSS}</style>\n</head>\n<body>\n\
+         <h1>isolab report: container or VM?</h1>\n<p>{}</p>\n\
+         <h2 id=\"host\">Host</h2>\n{}\n<h2 id=\"commands\">Commands</h2>\n{}\n\
+         <h2 id=\"claims\">The classic claims, checked</h2>\n{}\n\
+         <p class=\"note\">Verdicts are computed from the data with the thresholds in \
+         isolab-reports' claims module; a claim without data is \"not measured\".</p>\n\
+         <h2 id=\"charts\">Charts</h2>\n{charts}\n\
+         <h2 id=\"plan\">Capacity plan</h2>\n<pre>{}</pre>\n\
+         <h2 id=\"results\">Results</h2>\n{tables}</body>\n</html>\n",
+        esc(&intro(c)),
+        html_table(&host_rows(c), &[]),
+        html_table(&command_rows(c), &[]),
+        html_table(&claim_rows(&s.claims), &classes),
+        esc(&s.plan.render()),
+    )
+}
+
+fn markdown(c: &Collection, s: &Sections, charts: &str) -> String {
+    let mut tables = String::new();
+    for (title, text) in result_tables(c) {
+        let _ = write!(tables, "### {title}\n\n```\n{text}```\n\n");
+    }
+    format!(
+        "# isolab report: container or VM?\n\n{}\n\n## Host\n\n{}\n## Commands\n\n{}\n\
+         ## The classic claims, checked\n\n{}\n## Charts\n\n{charts}## Capacity plan\n\n\
+         ```\n{}```\n\n## Results\n\n{tables}",
+        intro(c),
+        md_table(&host_rows(c)),
+        md_table(&command_rows(c)),
+        md_table(&claim_rows(&s.claims)),
+        s.plan.render(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::ALL_FIXTURES;
+
+    fn fixtures(names: &[&str]) -> Vec<PathBuf> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        names.iter().map(|n| dir.join(n)).collect()
+    }
+
+    #[test]
+    fn writes_valid_html_markdown_and_every_measured_chart() {
+        let out = tempfile::tempdir().unwrap();
+        let files = write(&fixtures(&ALL_FIXTURES), out.path()).unwrap();
+        for chart in ["startup", "memory", "overhead", "plan"] {
+            let svg = fs::read_to_string(out.path().join(format!("{chart}.svg"))).unwrap();
+            assert!(svg.contains("<svg"), "{chart}");
+            let png = fs::read(out.path().join(format!("{chart}.png"))).unwrap();
+            assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{chart}");
+        }
+        assert!(files.contains(&out.path().join("report.html")));
+
+        let text = fs::read_to_string(out.path().join("report.html")).unwrap();
+        let doc = scraper::Html::parse_document(&text);
+        assert!(doc.errors.is_empty(), "{:?}", doc.errors);
+        let select = |css: &str| scraper::Selector::parse(css).unwrap();
+        assert_eq!(doc.select(&select("script")).count(), 0);
+        assert_eq!(doc.select(&select("link, img, [src]")).count(), 0);
+        assert_eq!(doc.select(&select("svg")).count(), 4);
+        let claims: Vec<String> = doc
+            .select(&select("#claims + table tbody tr"))
+            .map(|row| row.value().attr("class").unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(claims.len(), 9);
+        assert_eq!(claims[0], "does-not-hold");
+        assert_eq!(claims[2], "depends");
+        assert_eq!(claims[1], "not-measured");
+        assert!(text.contains("AMD EPYC") && text.contains("--workload ready"));
+        assert!(text.contains("not measured: start-up phases"));
+
+        let md = fs::read_to_string(out.path().join("summary.md")).unwrap();
+        assert!(md.contains("| 3 | Containers run at native speed"));
+        assert!(md.contains("![Start-up time per target](startup.png)"));
+    }
+
+    #[test]
+    fn a_partial_set_says_what_is_missing() {
+        let out = tempfile::tempdir().unwrap();
+        write(&fixtures(&["cpu.json"]), out.path()).unwrap();
+        let md = fs::read_to_string(out.path().join("summary.md")).unwrap();
+        assert!(md.contains("not measured: the `ready` run set"), "{md}");
+        assert!(!out.path().join("startup.png").exists());
+    }
+
+    #[test]
+    fn refuses_mixed_hosts() {
+        let out = tempfile::tempdir().unwrap();
+        let err = write(
+            &fixtures(&["ready.json", "ready-other-host.json"]),
+            out.path(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ReportError::Load(LoadError::OtherHost { .. })),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! `isolab exec`: a new process in a running container.
+//!
+//! The caller joins the container's cgroups, makes itself non-dumpable, enters every
+//! namespace of the container's init that differs from its own with one setns(2) on a
+//! pidfd (so a recycled pid can never be entered), then forks: only a child is in the pid
+//! and time namespaces. The child hardens itself exactly as the container's init did
+//! (bounding set, user, capabilities, working directory inside the root, no_new_privs,
+//! descriptors above 2 closed on exec, seccomp) and execs the command; the caller forwards
+//! signals to it and returns its status.
+
+use std::os::fd::AsRawFd;
+
+use nix::errno::Errno;
+use nix::unistd::ForkResult;
+
+use super::child;
+use super::lifecycle::{lookup, open_running};
+use super::{Outcome, RunError, User, sys, sys_err};
+use crate::cgroups;
+use crate::explain::Explain;
+
+/// What to run, and what to change from the container's own process settings.
+#[derive(Debug, Clone, Default)]
+pub struct ExecConfig {
+    pub name: String,
+    pub command: Vec<String>,
+    /// `KEY=VAL` pairs that override the container's environment.
+    pub env: Vec<(String, String)>,
+    pub workdir: Option<String>,
+    pub user: Option<User>,
+}
+
+/// The namespaces, by clone flag and /proc name, that exec joins; user first, as setns
+/// applies them in this order and the others are owned by it.
+const NAMESPACES: [(libc::c_int, &str); 8] = [
+    (libc::CLONE_NEWUSER, "user"),
+    (libc::CLONE_NEWNS, "mnt"),
+    (libc::CLONE_NEWPID, "pid"),
+    (libc::CLONE_NEWUTS, "uts"),
+    (libc::CLONE_NEWIPC, "ipc"),
+    (libc::CLONE_NEWNET, "net"),
+    (libc::CLONE_NEWCGROUP, "cgroup"),
+    (libc::CLONE_NEWTIME, "time"),
+];
+
+/// The flags of the namespaces `pid` is in that this process is not (joining one's own
+/// user namespace is an error; the others would be no-ops).
+fn differing_namespaces(pid: i32) -> libc::c_int {
+    NAMESPACES
+        .iter()
+        .filter(|(_, name)| {
+            let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{name}"));
+            let ours = std::fs::read_link(format!("/proc/self/ns/{name}"));
+            matches!((theirs, ours), (Ok(t), Ok(o)) if t != o)
+        })
+        .fold(0, |flags, (flag, _)| flags | flag)
+}
+
+/// Runs `config.command` in the container and returns how it ended.
+pub fn exec(config: &ExecConfig, explain: Explain) -> Result<Outcome, RunError> {
+    let state = lookup(&config.name)?;
+    let pidfd = open_running(&state)?;
+    let mut process = state.process.clone();
+    for (key, value) in &config.env {
+        match process.env.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value.clone(),
+            None => process.env.push((key.clone(), value.clone())),
+        }
+    }
+    if let Some(workdir) = &config.workdir {
+        process.workdir = workdir.clone();
+    }
+    if let Some(user) = config.user {
+        (process.uid, process.gid) = (user.uid, user.gid);
+    }
+    let (report_rx, report_tx) = sys::pipe().map_err(sys_err("creating the error pipe"))?;
+    let plan = super::process_plan(
+        &process,
+        &config.command,
+        report_tx,
+        explain.as_actor("exec  "),
+    )?;
+    let arrays = plan.exec_arrays();
+    let flags = differing_namespaces(state.pid);
+
+    // Before anything of the container can see this process: not dumpable (its
+    // /proc/<pid>/exe and memory cannot be opened from inside; the child inherits it).
+    explain.step(format_args!("prctl(PR_SET_DUMPABLE, 0)"));
+    nix::sys::prctl::set_dumpable(false).map_err(sys_err("making isolab non-dumpable"))?;
+    // Joined from the host's view of the cgroup tree, before the mount and cgroup
+    // namespaces hide it; the same manager reads the OOM count at the end.
+    let cgroups = cgroups::existing(&config.name)?;
+    cgroups.add_process(std::process::id() as i32, &explain)?;
+    explain.step(format_args!(
+        "setns(pidfd of {}, {})",
+        state.pid,
+        sys::CloneFlags(flags as u64)
+    ));
+    // SAFETY: setns takes a descriptor and flags; this process is single-threaded, as
+    // joining a mount or user namespace requires.
+    let ret = unsafe { libc::setns(pidfd.as_raw_fd(), flags) };
+    Errno::result(ret).map_err(sys_err("entering the container's namespaces"))?;
+    drop(pidfd);
+
+    explain.step(format_args!("fork()  (into the pid and time namespaces)"));
+    // SAFETY: single-threaded, so the child's copy holds no lock of a vanished thread.
+    let pid = match unsafe { nix::unistd::fork() }.map_err(sys_err("fork"))? {
+        ForkResult::Child => {
+            drop(report_rx);
+            child::guard_until_exec(&plan);
+            child::confine_and_exec(&plan, &arrays)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    // Closes this process's write end: EOF on the error pipe now means exec or death.
+    drop(plan);
+    super::forward_signals_to(pid)?;
+    if let Some(error) = super::child_report(&report_rx)? {
+        let _ = super::wait_for(pid, &explain);
+        return Err(error);
+    }
+    let status = super::wait_for(pid, &explain)?;
+    super::outcome(status, &*cgroups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_shares_every_namespace_with_itself() {
+        assert_eq!(differing_namespaces(std::process::id() as i32), 0);
+    }
+}

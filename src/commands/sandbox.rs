@@ -1,0 +1,197 @@
+//! `isolab sandbox`: a throw-away standard-KVM, pure-cgroup-v2 Linux machine for tests that
+//! this host cannot give (QEMU under TCG with nested SVM; see `isolab_bench::sandbox`).
+//!
+//! - `isolab sandbox prepare` installs the Debian packages the test job needs (as `isolab
+//!   setup --for tests` does), then fetches Debian's cloud kernel and builds the base
+//!   initramfs into the cache (`$ISOLAB_SANDBOX_CACHE`, default /var/cache/isolab/sandbox),
+//!   saying what it does. Run again, it finds everything cached.
+//! - `isolab sandbox run [--timeout SECS] [--mem 2048M] [--file HOST=GUEST]... -- CMD
+//!   [ARGS...]` boots a fresh sandbox with `isolab` and `isolab-workload` (from next to this
+//!   executable) in /usr/local/bin, runs CMD as root in it, streams its stdout and stderr,
+//!   and exits with its status. It prepares first, so it works on a fresh machine too (the
+//!   packages must be installed).
+//!
+//! # Exit status of `run`
+//! - the command's own status (127: not found, 126: not executable, 128+n: signal n);
+//! - 124: `--timeout` passed; QEMU was killed;
+//! - 125: the sandbox failed: QEMU or busybox missing, the kernel could not be fetched,
+//!   init could not set up the guest, or the guest died before the command ended;
+//! - 2: bad options, e.g. a `--file` whose guest path init mounts over.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use clap::{Args, Subcommand};
+use isolab_bench::sandbox::{self, GuestFile, RunSpec, Sandbox, SandboxError};
+
+use super::setup::{self, Job};
+use crate::failure::Failure;
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    #[command(subcommand)]
+    pub command: SandboxCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Install the packages, fetch the kernel and build the base image, idempotently.
+    Prepare,
+    /// Boot a fresh sandbox, run a command in it and exit with its status.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Stop the sandbox after this many seconds, boot included (exit status 124).
+    #[arg(long, value_name = "SECS", default_value = "120", value_parser = parse_seconds)]
+    pub timeout: Duration,
+    /// Guest memory, e.g. 2048M or 2G (MiB without a suffix).
+    #[arg(long, value_name = "SIZE", default_value = "2048M", value_parser = parse_mib)]
+    pub mem: u32,
+    /// Copy a host file into the guest at an absolute path (repeatable).
+    #[arg(long = "file", value_name = "HOST=GUEST", value_parser = parse_file)]
+    pub files: Vec<GuestFile>,
+    /// The command to run in the guest, and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+pub fn run(args: SandboxArgs) -> Result<(), Failure> {
+    match args.command {
+        SandboxCommand::Prepare => prepare(),
+        SandboxCommand::Run(args) => run_command(args),
+    }
+}
+
+fn prepare() -> Result<(), Failure> {
+    setup::ensure(Job::Tests, false)?;
+    let cache = sandbox::default_cache_dir();
+    println!("sandbox: cache {}", cache.display());
+    let mut worked = false;
+    let sandbox = Sandbox::prepare_in(&cache, &mut |step| {
+        worked = true;
+        println!("sandbox: {step}");
+    })
+    .map_err(|e| sandbox_failure(e, "preparing the sandbox"))?;
+    if !worked {
+        println!("sandbox: the kernel and the base initramfs were cached already");
+    }
+    println!("sandbox: kernel {}", sandbox.kernel().package);
+    for module in &sandbox.kernel().modules {
+        println!("sandbox: module {} {}", module.name, module.params);
+    }
+    println!(
+        "sandbox: base initramfs {}",
+        sandbox.base_initramfs().display()
+    );
+    println!("sandbox: ready");
+    Ok(())
+}
+
+fn run_command(args: RunArgs) -> Result<(), Failure> {
+    let cache = sandbox::default_cache_dir();
+    let sandbox = Sandbox::prepare_in(&cache, &mut |step| eprintln!("sandbox: {step}"))
+        .map_err(|e| sandbox_failure(e, "preparing the sandbox"))?;
+    let exe = std::env::current_exe()
+        .context("finding the isolab executable")
+        .map_err(|e| Failure::Coded(125, e))?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| Failure::Coded(125, anyhow!("{} has no parent directory", exe.display())))?;
+    let mut spec = RunSpec::new(args.command).isolab_binaries(dir);
+    spec.files.extend(args.files);
+    spec.mem_mib = args.mem;
+    spec.timeout = args.timeout;
+    let output = sandbox
+        .run_streaming(&spec, &mut io::stdout(), &mut io::stderr())
+        .map_err(|e| sandbox_failure(e, "running the sandbox"))?;
+    match output.status {
+        0 => Ok(()),
+        status => Err(Failure::PassThrough(status)),
+    }
+}
+
+/// 124 for a timeout (as `timeout(1)`), 2 for a bad guest path, 125 for everything else.
+fn sandbox_failure(error: SandboxError, doing: &str) -> Failure {
+    let code = match error {
+        SandboxError::Timeout { .. } => 124,
+        SandboxError::BadGuestPath { .. } => 2,
+        _ => 125,
+    };
+    Failure::Coded(code, anyhow::Error::new(error).context(doing.to_owned()))
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{text:?} is not a positive number of seconds"))
+}
+
+/// QEMU sizes memory in MiB; a size that is not whole MiB is refused rather than rounded.
+fn parse_mib(text: &str) -> Result<u32, String> {
+    let upper = text.trim().to_ascii_uppercase();
+    let (number, factor) = if let Some(n) = upper.strip_suffix('G') {
+        (n, 1024)
+    } else {
+        (upper.strip_suffix('M').unwrap_or(&upper), 1)
+    };
+    number
+        .parse::<u32>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .filter(|&mib| mib >= 128)
+        .ok_or_else(|| format!("{text:?} is not a memory size of at least 128M, like 2048M or 2G"))
+}
+
+fn parse_file(text: &str) -> Result<GuestFile, String> {
+    let (host, guest) = text
+        .split_once('=')
+        .filter(|(h, g)| !h.is_empty() && !g.is_empty())
+        .ok_or_else(|| format!("{text:?} is not HOST=GUEST"))?;
+    let host = PathBuf::from(host);
+    if !host.is_file() {
+        return Err(format!("{} is not a readable file", host.display()));
+    }
+    Ok(GuestFile {
+        host,
+        guest: guest.to_owned(),
+        strip_debug: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_are_mib() {
+        assert_eq!(parse_mib("2048M"), Ok(2048));
+        assert_eq!(parse_mib("2g"), Ok(2048));
+        assert_eq!(parse_mib("512"), Ok(512));
+        assert!(parse_mib("64M").is_err());
+        assert!(parse_mib("1.5G").is_err());
+        assert!(parse_mib("lots").is_err());
+    }
+
+    #[test]
+    fn files_are_host_equals_guest() {
+        let file = parse_file("/bin/busybox=/opt/bb").unwrap();
+        assert_eq!(file.host, PathBuf::from("/bin/busybox"));
+        assert_eq!(file.guest, "/opt/bb");
+        assert!(parse_file("/bin/busybox").is_err());
+        assert!(parse_file("=/x").is_err());
+        assert!(parse_file("/nonexistent/file=/x").is_err());
+    }
+
+    #[test]
+    fn timeouts_are_positive_seconds() {
+        assert_eq!(parse_seconds("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_seconds("0").is_err());
+        assert!(parse_seconds("-3").is_err());
+    }
+}

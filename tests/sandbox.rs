@@ -1,0 +1,257 @@
+//! The test sandbox (`isolab_bench::sandbox`, `isolab sandbox`): real boots of Debian's
+//! cloud kernel under QEMU/TCG with nested SVM, checked from inside — standard KVM with
+//! NPT, cgroup2 alone, the isolab binaries running there, statuses, streams and timeouts.
+//!
+//! One preparation is shared by every test (the first one fetches the kernel into the
+//! cache; later runs find it there); each boot takes a few seconds of one core.
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use assert_cmd::Command;
+use isolab_bench::sandbox::{RunSpec, Sandbox, SandboxError, SandboxOutput};
+
+fn sandbox() -> &'static Sandbox {
+    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
+    SANDBOX.get_or_init(|| {
+        Sandbox::prepare().unwrap_or_else(|e| panic!("preparing the sandbox: {}", chain(&e)))
+    })
+}
+
+/// Where cargo put `isolab` and `isolab-workload`.
+fn bin_dir() -> PathBuf {
+    let isolab = assert_cmd::cargo::cargo_bin("isolab");
+    let dir = isolab.parent().expect("a directory").to_owned();
+    assert!(
+        dir.join("isolab-workload").is_file(),
+        "{} is missing: run `cargo build -p isolab -p isolab-workload`",
+        dir.join("isolab-workload").display()
+    );
+    dir
+}
+
+fn chain(error: &dyn Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+fn run(spec: &RunSpec) -> SandboxOutput {
+    sandbox()
+        .run(spec)
+        .unwrap_or_else(|e| panic!("{:?}: {}", spec.argv, chain(&e)))
+}
+
+fn sh(script: &str) -> RunSpec {
+    RunSpec::new(["sh", "-c", script]).timeout(Duration::from_secs(120))
+}
+
+/// `text` (all of stdout, or its last line) as JSON, with the run's streams on failure.
+fn json(text: &str, output: &SandboxOutput) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| {
+        panic!(
+            "{text:?}: {e}\nstderr: {}\nconsole:\n{}",
+            output.stderr_text(),
+            String::from_utf8_lossy(&output.console)
+        )
+    })
+}
+
+#[test]
+fn kvm_has_npt_and_nested_and_cgroup2_is_alone() {
+    let out = run(&sh("test -c /dev/kvm && echo kvm=char; \
+         echo npt=$(cat /sys/module/kvm_amd/parameters/npt); \
+         echo nested=$(cat /sys/module/kvm_amd/parameters/nested); \
+         echo magic=$(stat -f -c %t /sys/fs/cgroup); \
+         grep cgroup /proc/mounts | cut -d' ' -f1-3"));
+    assert_eq!(out.status, 0, "{}", out.stderr_text());
+    assert_eq!(
+        out.stdout_text(),
+        "kvm=char\nnpt=Y\nnested=1\nmagic=63677270\ncgroup2 /sys/fs/cgroup cgroup2\n",
+        "cgroup2's statfs magic is 0x63677270, and nothing else is mounted for cgroups"
+    );
+    assert!(out.boot < out.elapsed);
+}
+
+#[test]
+fn doctor_inside_sees_cgroup_v2_and_svm_with_npt() {
+    let out = run(&RunSpec::new(["isolab", "doctor", "--json"]).isolab_binaries(&bin_dir()));
+    let report = json(&out.stdout_text(), &out);
+    assert_eq!(report["cgroup"]["mode"], "v2", "{report:#}");
+    assert_eq!(report["kvm"]["kind"], "svm", "{report:#}");
+    assert_eq!(report["kvm"]["tdp"], true, "{report:#}");
+    assert_eq!(report["kvm"]["nested"], true, "{report:#}");
+    assert_eq!(report["basic_container_path"]["ok"], true, "{report:#}");
+    assert_eq!(out.status, 0, "{}", out.stderr_text());
+}
+
+#[test]
+fn the_workload_probe_runs_inside() {
+    let out = run(&RunSpec::new(["isolab-workload", "probe"]).isolab_binaries(&bin_dir()));
+    assert_eq!(out.status, 0, "{}", out.stderr_text());
+    let probe = json(out.stdout_text().lines().last().unwrap_or_default(), &out);
+    assert_eq!(probe["mode"], "probe");
+    assert_eq!(probe["hostname"], "sandbox");
+    assert_eq!(probe["uid"], 0);
+    // Pure cgroup v2: one line in /proc/self/cgroup.
+    assert_eq!(
+        probe["cgroup"].as_array().map(Vec::len),
+        Some(1),
+        "{probe:#}"
+    );
+}
+
+#[test]
+fn a_failing_command_gives_its_status_and_its_two_streams() {
+    let out = run(&sh("printf 'no newline'; echo oops >&2; exit 7"));
+    assert_eq!(out.status, 7);
+    assert_eq!(out.stdout, b"no newline");
+    assert_eq!(out.stderr, b"oops\n");
+    let missing = run(&RunSpec::new(["no-such-command"]));
+    assert_eq!(missing.status, 127, "{}", missing.stderr_text());
+}
+
+#[test]
+fn a_command_that_never_ends_hits_the_timeout_and_leaves_nothing() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut spec = sh("echo started; exec sleep 1000").timeout(Duration::from_secs(20));
+    spec.scratch = Some(scratch.path().to_owned());
+    let error = sandbox()
+        .run(&spec)
+        .expect_err("sleep 1000 cannot finish in 20s");
+    let SandboxError::Timeout { began, .. } = &error else {
+        panic!("not a timeout: {}", chain(&error));
+    };
+    assert!(*began, "the 20s ran out while booting: {error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("ran past its timeout of 20s while the command ran"),
+        "{message}"
+    );
+    // No QEMU is left (its command line names the scratch directory), nor any file.
+    assert_eq!(processes_mentioning(scratch.path()), Vec::<String>::new());
+    assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+}
+
+/// The command lines of live processes that contain `path`.
+fn processes_mentioning(path: &Path) -> Vec<String> {
+    let needle = path.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        .filter(|cmdline| cmdline.contains(&needle))
+        .collect()
+}
+
+#[test]
+fn the_cli_runs_a_command_with_files_and_passes_its_status_on() {
+    sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::write(&data, "from the host\n").unwrap();
+    Command::cargo_bin("isolab")
+        .unwrap()
+        .args([
+            "sandbox",
+            "run",
+            "--timeout",
+            "120",
+            "--mem",
+            "1G",
+            "--file",
+        ])
+        .arg(format!("{}=/root/data", data.display()))
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "cat /root/data; isolab-workload ready; exit 3",
+        ])
+        .assert()
+        .code(3)
+        .stdout("from the host\nISOLAB-READY\n{\"mode\":\"ready\"}\n");
+}
+
+#[test]
+fn the_cli_maps_timeouts_and_bad_paths_to_their_codes() {
+    sandbox();
+    Command::cargo_bin("isolab")
+        .unwrap()
+        .args(["sandbox", "run", "--timeout", "1", "--", "true"])
+        .assert()
+        .code(124)
+        .stderr(predicates::str::contains(
+            "ran past its timeout of 1s while booting",
+        ));
+    Command::cargo_bin("isolab")
+        .unwrap()
+        .args([
+            "sandbox",
+            "run",
+            "--file",
+            "/bin/busybox=/tmp/busybox",
+            "--",
+            "true",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("/tmp/busybox"));
+}
+
+#[test]
+fn the_mini_vm_runs_on_standard_kvm() {
+    let out = run(&RunSpec::new([
+        "isolab",
+        "vm",
+        "run",
+        "--guest",
+        "mini",
+        "--timeout",
+        "60",
+        "--workload",
+        "ready",
+    ])
+    .isolab_binaries(&bin_dir()));
+    assert_eq!(out.status, 0, "{}", out.stderr_text());
+    assert_eq!(out.stdout_text(), "ISOLAB-READY\n{\"mode\":\"ready\"}\n");
+}
+
+#[test]
+fn the_runtime_limits_memory_on_pure_cgroup_v2() {
+    let out = run(&sh("mkdir -p /root/rootfs/bin \
+         && cp /bin/busybox /root/rootfs/bin/ \
+         && cp /usr/local/bin/isolab-workload /root/rootfs/ \
+         && exec isolab run --rootfs /root/rootfs --memory 32M -- /isolab-workload probe")
+    .isolab_binaries(&bin_dir()));
+    assert_eq!(out.status, 0, "{}", out.stderr_text());
+    let probe = json(out.stdout_text().lines().last().unwrap_or_default(), &out);
+    assert_eq!(
+        probe["cgroup_limits"]["memory_max_bytes"],
+        32 << 20,
+        "{probe:#}"
+    );
+}
+
+#[test]
+fn prepare_is_idempotent_and_says_so() {
+    sandbox();
+    Command::cargo_bin("isolab")
+        .unwrap()
+        .args(["sandbox", "prepare"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains(
+            "sandbox: the kernel and the base initramfs were cached already",
+        ))
+        .stdout(predicates::str::contains(
+            "sandbox: module kvm_amd nested=1\n",
+        ));
+}
