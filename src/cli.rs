@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{bench, compare, container, doctor, image, measure, plan, report, run, sandbox, setup, vm};
+use crate::commands::{bench, compare, container, doctor, image, kernel, lab, measure, plan, report, run, sandbox, setup, vm};
 
 /// Container or VM? Measurements instead of folklore.
 #[derive(Debug, Parser)]
@@ -51,6 +51,10 @@ pub enum Command {
     Image(image::ImageArgs),
     /// Boot and run micro-VMs.
     Vm(vm::VmArgs),
+    /// Guest kernels for Linux VMs: fetch Debian's cloud kernel into the cache.
+    Kernel(kernel::KernelArgs),
+    /// Guided labs that grade themselves: list, show, start, check, reset, solution.
+    Lab(lab::LabArgs),
     /// Install, idempotently, the Debian packages a job needs.
     Setup(setup::SetupArgs),
     /// A QEMU sandbox with standard KVM and pure cgroup v2, for tests this host cannot give.

@@ -21,7 +21,10 @@ struct Rootfs(tempfile::TempDir);
 fn rootfs() -> Rootfs {
     let dir = tempfile::tempdir().unwrap();
     let workload = assert_cmd::cargo::cargo_bin("isolab").with_file_name("isolab-workload");
-    assert!(workload.exists(), "run `cargo build -p isolab-workload` first");
+    assert!(
+        workload.exists(),
+        "run `cargo build -p isolab-workload` first"
+    );
     std::fs::copy(&workload, dir.path().join("isolab-workload")).unwrap();
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
@@ -126,8 +129,10 @@ fn leaves_nothing_behind(test: impl FnOnce()) {
 }
 
 fn record(name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(format!("/run/isolab/{name}/state.json")).unwrap())
-        .unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(format!("/run/isolab/{name}/state.json")).unwrap(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -135,15 +140,30 @@ fn a_detached_container_runs_is_listed_exec_d_into_and_removed() {
     let root = rootfs();
     leaves_nothing_behind(|| {
         let run = isolab(&[
-            "run", "-d", "--name", "lc-main", "--memory", "64M", "--rootfs", root.path(), "--",
-            "/bin/sh", "-c", "echo started; exec sleep 1000",
+            "run",
+            "-d",
+            "--name",
+            "lc-main",
+            "--memory",
+            "64M",
+            "--rootfs",
+            root.path(),
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo started; exec sleep 1000",
         ]);
         assert_eq!(code(&run), 0, "{}", stderr(&run));
         assert_eq!(stdout(&run).trim(), "lc-main");
 
         let ps = isolab(&["ps", "--json"]);
         let list: Value = serde_json::from_str(&stdout(&ps)).unwrap();
-        let me = list.as_array().unwrap().iter().find(|c| c["name"] == "lc-main").unwrap();
+        let me = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "lc-main")
+            .unwrap();
         assert_eq!(me["status"], "running");
         assert!(stdout(&isolab(&["ps"])).contains("lc-main"));
 
@@ -154,8 +174,14 @@ fn a_detached_container_runs_is_listed_exec_d_into_and_removed() {
         assert!(Path::new(&format!("/proc/{pid}")).exists());
 
         // exec: in the container's pid namespace (sleep is pid 1), its hostname, confined.
-        let exec = isolab(&["exec", "lc-main", "--", "sh", "-c",
-            "cat /proc/1/cmdline | tr '\\0' ' '; echo; hostname; grep CapEff /proc/self/status; grep Seccomp: /proc/self/status; pwd; ls /proc/self/fd"]);
+        let exec = isolab(&[
+            "exec",
+            "lc-main",
+            "--",
+            "sh",
+            "-c",
+            "cat /proc/1/cmdline | tr '\\0' ' '; echo; hostname; grep CapEff /proc/self/status; grep Seccomp: /proc/self/status; pwd; ls /proc/self/fd",
+        ]);
         assert_eq!(code(&exec), 0, "{}", stderr(&exec));
         let out = stdout(&exec);
         assert!(out.contains("sleep 1000"), "{out}");
@@ -166,9 +192,20 @@ fn a_detached_container_runs_is_listed_exec_d_into_and_removed() {
         let fds: Vec<&str> = out.lines().skip_while(|l| *l != "/").skip(1).collect();
         assert!(fds.len() <= 4, "{fds:?}");
         // The command's status passes through; Docker's codes for a missing command.
-        assert_eq!(code(&isolab(&["exec", "lc-main", "--", "sh", "-c", "exit 7"])), 7);
-        assert_eq!(code(&isolab(&["exec", "lc-main", "--", "/nonexistent"])), 127);
-        assert_eq!(code(&isolab(&["exec", "-u", "1000", "lc-main", "--", "id", "-u"])), 0);
+        assert_eq!(
+            code(&isolab(&["exec", "lc-main", "--", "sh", "-c", "exit 7"])),
+            7
+        );
+        assert_eq!(
+            code(&isolab(&["exec", "lc-main", "--", "/nonexistent"])),
+            127
+        );
+        assert_eq!(
+            code(&isolab(&[
+                "exec", "-u", "1000", "lc-main", "--", "id", "-u"
+            ])),
+            0
+        );
 
         assert_eq!(stdout(&isolab(&["logs", "lc-main"])), "started\n");
         let stats = isolab(&["stats", "--json", "lc-main"]);
@@ -179,10 +216,31 @@ fn a_detached_container_runs_is_listed_exec_d_into_and_removed() {
         assert_eq!(stats["oom_kills"], 0);
 
         // The name is taken, detached or not.
-        let again = isolab(&["run", "-d", "--name", "lc-main", "--rootfs", root.path(), "--", "true"]);
+        let again = isolab(&[
+            "run",
+            "-d",
+            "--name",
+            "lc-main",
+            "--rootfs",
+            root.path(),
+            "--",
+            "true",
+        ]);
         assert_eq!(code(&again), 125);
-        assert!(stderr(&again).contains("exists already"), "{}", stderr(&again));
-        let fg = isolab(&["run", "--name", "lc-main", "--rootfs", root.path(), "--", "true"]);
+        assert!(
+            stderr(&again).contains("exists already"),
+            "{}",
+            stderr(&again)
+        );
+        let fg = isolab(&[
+            "run",
+            "--name",
+            "lc-main",
+            "--rootfs",
+            root.path(),
+            "--",
+            "true",
+        ]);
         assert_eq!(code(&fg), 125);
 
         let rm = isolab(&["rm", "lc-main"]);
@@ -197,8 +255,17 @@ fn a_detached_container_runs_is_listed_exec_d_into_and_removed() {
 fn the_supervisor_is_small_and_records_the_exit() {
     let root = rootfs();
     leaves_nothing_behind(|| {
-        let run = isolab(&["run", "-d", "--name", "lc-exit", "--rootfs", root.path(), "--",
-            "/isolab-workload", "idle"]);
+        let run = isolab(&[
+            "run",
+            "-d",
+            "--name",
+            "lc-exit",
+            "--rootfs",
+            root.path(),
+            "--",
+            "/isolab-workload",
+            "idle",
+        ]);
         assert_eq!(code(&run), 0, "{}", stderr(&run));
         let supervisor = record("lc-exit")["supervisor_pid"].as_i64().unwrap();
         // Measured in the release build at well under 1 MiB; a debug build maps more.
@@ -225,8 +292,17 @@ fn the_supervisor_is_small_and_records_the_exit() {
 fn kill_and_oom_are_recorded() {
     let root = rootfs();
     leaves_nothing_behind(|| {
-        let run = isolab(&["run", "-d", "--name", "lc-kill", "--rootfs", root.path(), "--",
-            "sleep", "1000"]);
+        let run = isolab(&[
+            "run",
+            "-d",
+            "--name",
+            "lc-kill",
+            "--rootfs",
+            root.path(),
+            "--",
+            "sleep",
+            "1000",
+        ]);
         assert_eq!(code(&run), 0, "{}", stderr(&run));
         assert_eq!(code(&isolab(&["kill", "lc-kill", "KILL"])), 0);
         // stop of an ended container is no error, and waits for the record.
@@ -234,8 +310,23 @@ fn kill_and_oom_are_recorded() {
         assert_eq!(record("lc-kill")["exit_code"], 137);
         assert_eq!(code(&isolab(&["rm", "lc-kill"])), 0);
 
-        let oom = isolab(&["run", "-d", "--name", "lc-oom", "--memory", "16M", "--memory-swap",
-            "16M", "--rootfs", root.path(), "--", "/isolab-workload", "mem", "--mib", "64"]);
+        let oom = isolab(&[
+            "run",
+            "-d",
+            "--name",
+            "lc-oom",
+            "--memory",
+            "16M",
+            "--memory-swap",
+            "16M",
+            "--rootfs",
+            root.path(),
+            "--",
+            "/isolab-workload",
+            "mem",
+            "--mib",
+            "64",
+        ]);
         if code(&oom) == 125 && stderr(&oom).contains("swap") {
             // No swap accounting on this host: the limit cannot be exact.
             return;
@@ -258,24 +349,60 @@ fn kill_and_oom_are_recorded() {
 fn failures_use_dockers_codes_and_leave_nothing() {
     let root = rootfs();
     leaves_nothing_behind(|| {
-        for command in [&["exec", "lc-none", "--", "true"][..], &["logs", "lc-none"],
-            &["kill", "lc-none"], &["stop", "lc-none"], &["rm", "lc-none"], &["stats", "lc-none"]]
-        {
+        for command in [
+            &["exec", "lc-none", "--", "true"][..],
+            &["logs", "lc-none"],
+            &["kill", "lc-none"],
+            &["stop", "lc-none"],
+            &["rm", "lc-none"],
+            &["stats", "lc-none"],
+        ] {
             let out = isolab(command);
             assert_eq!(code(&out), 125, "{command:?}");
-            assert_eq!(stderr(&out), "isolab: no such container lc-none\n", "{command:?}");
+            assert_eq!(
+                stderr(&out),
+                "isolab: no such container lc-none\n",
+                "{command:?}"
+            );
         }
         // A detached start that fails reports like the foreground one, and cleans up.
-        let missing = isolab(&["run", "-d", "--name", "lc-bad", "--rootfs", root.path(), "--",
-            "/nonexistent"]);
+        let missing = isolab(&[
+            "run",
+            "-d",
+            "--name",
+            "lc-bad",
+            "--rootfs",
+            root.path(),
+            "--",
+            "/nonexistent",
+        ]);
         assert_eq!(code(&missing), 127, "{}", stderr(&missing));
         assert_eq!(stderr(&missing).lines().count(), 1, "{}", stderr(&missing));
-        let badroot = isolab(&["run", "-d", "--name", "lc-bad", "--rootfs", "/nonexistent/r",
-            "--", "true"]);
+        let badroot = isolab(&[
+            "run",
+            "-d",
+            "--name",
+            "lc-bad",
+            "--rootfs",
+            "/nonexistent/r",
+            "--",
+            "true",
+        ]);
         assert_eq!(code(&badroot), 125);
         // Usage errors of the container commands: 125, not clap's 2.
         assert_eq!(code(&isolab(&["run", "--frobnicate"])), 125);
-        assert_eq!(code(&isolab(&["run", "--pids-limit", "x", "--rootfs", "/", "--", "true"])), 125);
+        assert_eq!(
+            code(&isolab(&[
+                "run",
+                "--pids-limit",
+                "x",
+                "--rootfs",
+                "/",
+                "--",
+                "true"
+            ])),
+            125
+        );
         assert_eq!(code(&isolab(&["ps", "--nope"])), 125);
         assert_eq!(code(&isolab(&["kill", "x", "NOSIG"])), 125);
         assert_eq!(code(&isolab(&["run", "--help"])), 0);
@@ -287,8 +414,17 @@ fn failures_use_dockers_codes_and_leave_nothing() {
 fn gc_cleans_up_after_a_killed_supervisor() {
     let root = rootfs();
     leaves_nothing_behind(|| {
-        let run = isolab(&["run", "-d", "--name", "lc-gc", "--rootfs", root.path(), "--",
-            "sleep", "1000"]);
+        let run = isolab(&[
+            "run",
+            "-d",
+            "--name",
+            "lc-gc",
+            "--rootfs",
+            root.path(),
+            "--",
+            "sleep",
+            "1000",
+        ]);
         assert_eq!(code(&run), 0, "{}", stderr(&run));
         let state = record("lc-gc");
         let supervisor = state["supervisor_pid"].as_i64().unwrap() as i32;
@@ -315,7 +451,17 @@ fn a_foreground_container_is_listed_and_reachable() {
     let root = rootfs();
     leaves_nothing_behind(|| {
         let mut fg = std::process::Command::new(assert_cmd::cargo::cargo_bin("isolab"))
-            .args(["run", "--name", "lc-fg", "--rootfs", root.path(), "--", "sleep", "1000"])
+            .args([
+                "run",
+                "--name",
+                "lc-fg",
+                "--rootfs",
+                root.path(),
+                "--",
+                "sleep",
+                "1000",
+            ])
+            .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
         let mut listed = false;
@@ -343,8 +489,19 @@ fn a_hundred_parallel_detached_starts_get_distinct_names_and_clean_up() {
             .iter()
             .map(|name| {
                 std::process::Command::new(assert_cmd::cargo::cargo_bin("isolab"))
-                    .args(["run", "-d", "--name", name, "--pids-limit", "16", "--rootfs",
-                        root.path(), "--", "/isolab-workload", "idle"])
+                    .args([
+                        "run",
+                        "-d",
+                        "--name",
+                        name,
+                        "--pids-limit",
+                        "16",
+                        "--rootfs",
+                        root.path(),
+                        "--",
+                        "/isolab-workload",
+                        "idle",
+                    ])
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::piped())
                     .spawn()

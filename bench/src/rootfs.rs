@@ -60,7 +60,10 @@ impl Rootfs {
         let dir = tempfile::Builder::new()
             .prefix("isolab-rootfs-")
             .tempdir()
-            .map_err(io_err("creating a temporary directory in", &std::env::temp_dir()))?;
+            .map_err(io_err(
+                "creating a temporary directory in",
+                &std::env::temp_dir(),
+            ))?;
         let root = dir.path();
         // World-searchable: the container's processes need to reach their files.
         fs::set_permissions(root, fs::Permissions::from_mode(0o755))
@@ -68,7 +71,8 @@ impl Rootfs {
         let target = root.join(WORKLOAD_IN_ROOT.trim_start_matches('/'));
         // A hard link is the same inode; a copy (across filesystems) is checked below.
         if fs::hard_link(&workload.path, &target).is_err() {
-            fs::copy(&workload.path, &target).map_err(io_err("copying the workload to", &target))?;
+            fs::copy(&workload.path, &target)
+                .map_err(io_err("copying the workload to", &target))?;
         }
         let (found, _) = hash_file(&target).map_err(|e| RootfsError::Io {
             what: "hashing",
@@ -117,7 +121,10 @@ impl Bundle {
         let dir = tempfile::Builder::new()
             .prefix("isolab-bundle-")
             .tempdir()
-            .map_err(io_err("creating a temporary directory in", &std::env::temp_dir()))?;
+            .map_err(io_err(
+                "creating a temporary directory in",
+                &std::env::temp_dir(),
+            ))?;
         let root = dir.path().join("rootfs");
         // A rename within the temporary directory's filesystem; the TempDir of the rootfs
         // is disarmed, as the bundle's own removes it now.
@@ -127,8 +134,11 @@ impl Bundle {
         argv.extend(workload.argv());
         let config = config_json(&argv, id);
         let path = dir.path().join("config.json");
-        fs::write(&path, serde_json::to_vec_pretty(&config).unwrap_or_default())
-            .map_err(io_err("writing", &path))?;
+        fs::write(
+            &path,
+            serde_json::to_vec_pretty(&config).unwrap_or_default(),
+        )
+        .map_err(io_err("writing", &path))?;
         Ok(Bundle { dir })
     }
 
@@ -151,9 +161,7 @@ pub fn config_json(argv: &[String], id: &str) -> Value {
         .iter()
         .map(|t| json!({ "type": t }))
         .collect();
-    let mount = |destination: &str, kind: &str, source: &str, options: &[&str]| {
-        json!({"destination": destination, "type": kind, "source": source, "options": options})
-    };
+    let mount = |destination: &str, kind: &str, source: &str, options: &[&str]| json!({"destination": destination, "type": kind, "source": source, "options": options});
     json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -204,7 +212,13 @@ mod tests {
     fn the_bundle_config_matches_isolabs_defaults() {
         let config = config_json(&["/isolab-workload".into(), "ready".into()], "x");
         assert_eq!(config["process"]["args"][1], "ready");
-        assert_eq!(config["process"]["capabilities"]["bounding"].as_array().unwrap().len(), 14);
+        assert_eq!(
+            config["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            14
+        );
         assert_eq!(config["linux"]["maskedPaths"][0], "/proc/acpi");
         assert_eq!(config["linux"]["resources"]["memory"]["limit"], 256 << 20);
         assert_eq!(config["linux"]["cgroupsPath"], "/isolab-bench-x");

@@ -8,12 +8,7 @@ use crate::workload::Workload;
 /// Targets this build can run.
 pub const AVAILABLE: [&str; 5] = ["native", "unshare", "container", "runc", "vm-mini"];
 /// Targets later work adds; naming one gets "not available yet" instead of "unknown".
-pub const PLANNED: [&str; 4] = [
-    "docker",
-    "podman",
-    "vm-linux",
-    "qemu-microvm",
-];
+pub const PLANNED: [&str; 4] = ["docker", "podman", "vm-linux", "qemu-microvm"];
 
 /// The namespaces of `isolab run` that util-linux unshare creates; `--fork` makes the
 /// workload pid 1 of the new pid namespace and `--mount-proc` gives it a matching /proc.
@@ -142,7 +137,11 @@ impl Target {
                 })
             }
             "unshare" => Ok(Target::Unshare {
-                unshare: tool(name, "unshare", "install util-linux: apt-get install -y util-linux")?,
+                unshare: tool(
+                    name,
+                    "unshare",
+                    "install util-linux: apt-get install -y util-linux",
+                )?,
             }),
             "container" => {
                 let isolab =
@@ -278,14 +277,20 @@ impl Target {
             // directory is the rootfs, and runc's bundle is the directory above that.
             Target::Container { isolab } => {
                 let rootfs = Path::new(path).parent().unwrap_or(Path::new("/"));
-                [isolab.as_str(), "run", "--memory", MEMORY_LIMIT, "--pids-limit"]
-                    .into_iter()
-                    .map(str::to_owned)
-                    .chain([PIDS_LIMIT.to_string(), "--rootfs".to_owned()])
-                    .chain([rootfs.to_string_lossy().into_owned(), "--".to_owned()])
-                    .chain(std::iter::once(WORKLOAD_IN_ROOT.to_owned()))
-                    .chain(args.iter().cloned())
-                    .collect()
+                [
+                    isolab.as_str(),
+                    "run",
+                    "--memory",
+                    MEMORY_LIMIT,
+                    "--pids-limit",
+                ]
+                .into_iter()
+                .map(str::to_owned)
+                .chain([PIDS_LIMIT.to_string(), "--rootfs".to_owned()])
+                .chain([rootfs.to_string_lossy().into_owned(), "--".to_owned()])
+                .chain(std::iter::once(WORKLOAD_IN_ROOT.to_owned()))
+                .chain(args.iter().cloned())
+                .collect()
             }
             Target::Runc { runc, id } => {
                 let bundle = Path::new(path)
@@ -383,7 +388,10 @@ mod tests {
                 "5"
             ]
         );
-        assert!(matches!(Target::named("vm-mini"), Ok(Target::VmMini { .. })));
+        assert!(matches!(
+            Target::named("vm-mini"),
+            Ok(Target::VmMini { .. })
+        ));
     }
 
     #[test]

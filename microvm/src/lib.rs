@@ -2,5 +2,7 @@
 
 pub mod explain;
 pub mod host;
+pub mod kernel;
+pub mod linux;
 pub mod mini;
 pub mod vm;

@@ -174,6 +174,16 @@ impl Vm {
     /// Creates the VM, its RAM (`mem_size` bytes at guest physical 0) and vCPU 0; each
     /// step is recorded in `trace` because together they are most of the boot time.
     pub fn new(mem_size: usize, trace: &mut Trace) -> Result<Self, Error> {
+        Self::new_with(mem_size, trace, |_, _| Ok(()))
+    }
+
+    /// As [`Vm::new`], with `before_vcpu` run on the VM between creating its RAM and vCPU 0:
+    /// VM-wide devices such as the in-kernel IRQ chip must exist before any vCPU does.
+    pub fn new_with(
+        mem_size: usize,
+        trace: &mut Trace,
+        before_vcpu: impl FnOnce(&VmFd, &mut Trace) -> Result<(), Error>,
+    ) -> Result<Self, Error> {
         let kvm = trace
             .step("open /dev/kvm", Kvm::new)
             .map_err(Error::OpenKvm)?;
@@ -210,6 +220,7 @@ impl Vm {
                 unsafe { vm.set_user_memory_region(slot) }
             })
             .map_err(Error::SetMemory)?;
+        before_vcpu(&vm, trace)?;
         let mut vcpu = trace
             .step("KVM_CREATE_VCPU", || vm.create_vcpu(0))
             .map_err(Error::CreateVcpu)?;
@@ -331,6 +342,11 @@ impl Vm {
         &self.vcpu
     }
 
+    /// The VM itself, for VM-wide ioctls (IRQ lines, irqfds, further vCPUs).
+    pub fn vm_fd(&self) -> &VmFd {
+        &self._vm
+    }
+
     /// Gives the host back the pages behind `[addr, addr + len)`; they read as zero
     /// afterwards, which is exactly what a fresh anonymous mapping in the guest must see.
     pub fn discard(&self, addr: u64, len: u64) {
@@ -429,6 +445,27 @@ impl Vm {
         Ok(exit)
     }
 
+    /// The data of the last exit if it was port I/O: the bytes an `out` wrote, or the
+    /// buffer an `in` reads from at the next entry. Empty after any other exit.
+    pub fn io_data(&mut self) -> &mut [u8] {
+        let run = self.vcpu.get_kvm_run();
+        if run.exit_reason != kvm_bindings::KVM_EXIT_IO {
+            return &mut [];
+        }
+        // SAFETY: the exit reason is KVM_EXIT_IO, so the kernel filled the `io` member of
+        // the union; its data lies `data_offset` bytes into this vCPU's kvm_run mapping,
+        // `size * count` bytes long, and the mapping lives as long as the vCPU (`&mut self`
+        // keeps anything else from touching it meanwhile).
+        unsafe {
+            let io = run.__bindgen_anon_1.io;
+            let base = std::ptr::from_mut(run).cast::<u8>();
+            std::slice::from_raw_parts_mut(
+                base.add(io.data_offset as usize),
+                usize::from(io.size) * io.count as usize,
+            )
+        }
+    }
+
     pub fn exit_stats(&self) -> &ExitStats {
         &self.exits
     }
@@ -523,6 +560,12 @@ pub fn stop_requested() -> Option<i32> {
     }
 }
 
+/// Forgets the stop signal received: the guest's own handler took it (see
+/// `mini::signal`), so the VM runs on; a further signal stops it again.
+pub fn clear_stop_request() {
+    STOP.store(0, Ordering::SeqCst);
+}
+
 /// Blocks `signals` on this thread until dropped, restoring the previous mask.
 struct Blocked(libc::sigset_t);
 
@@ -584,7 +627,19 @@ pub struct Kicker {
 }
 
 impl Kicker {
-    fn kick(self) {
+    /// A kicker for the calling thread, e.g. an extra vCPU's own thread.
+    pub fn current() -> Kicker {
+        install_kick_handler();
+        Kicker {
+            // SAFETY: pthread_self has no preconditions.
+            thread: unsafe { libc::pthread_self() },
+        }
+    }
+
+    /// Interrupts a blocking call (`KVM_RUN`) on the kicker's thread with `EINTR`. The caller
+    /// must keep that thread alive meanwhile; a kick that lands just before `KVM_RUN` is
+    /// missed, so callers repeat it until the thread has left.
+    pub fn kick(self) {
         // SAFETY: the watchdog that calls this is joined before the vCPU thread can leave
         // `Watchdog`'s scope, so `thread` names a live thread; the handler is installed.
         unsafe {

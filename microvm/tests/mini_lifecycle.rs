@@ -228,3 +228,92 @@ fn file_backed_guest_ram_is_private_and_discards_to_zero() {
         "outside RAM"
     );
 }
+
+/// A minimal static ET_EXEC ELF: one PT_LOAD of two pages at 0x400000 whose second page,
+/// mapped from the file rather than copied, starts with `code` (the entry point).
+fn tiny_elf(code: &[u8]) -> tempfile::NamedTempFile {
+    const BASE: u64 = 0x40_0000;
+    let mut elf = vec![0u8; 0x2000];
+    let mut put = |at: usize, bytes: &[u8]| elf[at..at + bytes.len()].copy_from_slice(bytes);
+    put(0, b"\x7fELF\x02\x01\x01");
+    put(16, &2u16.to_le_bytes()); // ET_EXEC
+    put(18, &62u16.to_le_bytes()); // EM_X86_64
+    put(20, &1u32.to_le_bytes());
+    put(24, &(BASE + 0x1000).to_le_bytes()); // e_entry
+    put(32, &64u64.to_le_bytes()); // e_phoff
+    put(52, &64u16.to_le_bytes()); // e_ehsize
+    put(54, &56u16.to_le_bytes()); // e_phentsize
+    put(56, &1u16.to_le_bytes()); // e_phnum
+    put(64, &1u32.to_le_bytes()); // PT_LOAD
+    put(68, &5u32.to_le_bytes()); // R X
+    put(80, &BASE.to_le_bytes()); // p_vaddr
+    put(88, &BASE.to_le_bytes()); // p_paddr
+    put(96, &0x2000u64.to_le_bytes()); // p_filesz
+    put(104, &0x2000u64.to_le_bytes()); // p_memsz
+    put(112, &0x1000u64.to_le_bytes()); // p_align
+    put(0x1000, code);
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(&elf).unwrap();
+    file
+}
+
+/// A program of a few bytes and the exception it must end in.
+struct Crash {
+    code: &'static [u8],
+    vector: u8,
+    signal: i32,
+    address: Option<u64>,
+    rip: u64,
+}
+
+impl Crash {
+    fn new(code: &'static [u8], vector: u8, signal: i32, address: Option<u64>, rip: u64) -> Self {
+        Crash {
+            code,
+            vector,
+            signal,
+            address,
+            rip,
+        }
+    }
+}
+
+#[test]
+fn crash_kinds_end_the_vm_as_linux_would_kill_the_process() {
+    let _serial = serial();
+    let entry = 0x40_1000;
+    // RIP points at the faulting instruction, or past a trap (int3).
+    let cases = [
+        Crash::new(&[0x0f, 0x0b], 6, libc::SIGILL, None, entry), // ud2
+        Crash::new(&[0xcc], 3, libc::SIGTRAP, None, entry + 1),  // int3
+        Crash::new(&[0x31, 0xc9, 0xf7, 0xf1], 0, libc::SIGFPE, None, entry + 2), // div by 0
+        Crash::new(&[0xf4], 13, libc::SIGSEGV, None, entry),     // hlt in ring 3
+        Crash::new(
+            &[0xc6, 0x04, 0x25, 0, 0, 0, 0, 0],
+            14,
+            libc::SIGSEGV,
+            Some(0),
+            entry,
+        ), // *NULL = 0
+    ];
+    for Crash {
+        code,
+        vector,
+        signal,
+        address,
+        rip: expected_rip,
+    } in cases
+    {
+        let elf = tiny_elf(code);
+        let mut cfg = config(&[]);
+        cfg.workload = elf.path().to_owned();
+        let outcome = mini::run(&cfg).unwrap().outcome;
+        let Outcome::Crashed(crash) = outcome else {
+            panic!("{code:x?}: {outcome:?}");
+        };
+        assert_eq!(crash.vector, vector, "{crash}");
+        assert_eq!(crash.signal(), signal, "{crash}");
+        assert_eq!(crash.address, address, "{crash}");
+        assert_eq!(crash.rip, expected_rip, "{crash}");
+    }
+}

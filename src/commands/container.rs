@@ -140,9 +140,8 @@ pub struct NameArgs {
 
 pub fn logs(args: NameArgs) -> Result<(), Failure> {
     let path = lifecycle::log(&args.name).map_err(failure)?;
-    let mut file = std::fs::File::open(&path).map_err(|e| {
-        Failure::Coded(125, anyhow!("reading the log {}: {e}", path.display()))
-    })?;
+    let mut file = std::fs::File::open(&path)
+        .map_err(|e| Failure::Coded(125, anyhow!("reading the log {}: {e}", path.display())))?;
     std::io::copy(&mut file, &mut std::io::stdout().lock())
         .map(drop)
         .map_err(|e| coded(e))
@@ -234,19 +233,30 @@ pub fn stats(args: StatsArgs) -> Result<(), Failure> {
         println!("{}", serde_json::to_string_pretty(&stats).map_err(coded)?);
         return Ok(());
     }
-    let bytes = |v: Option<u64>| v.map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0));
+    let bytes =
+        |v: Option<u64>| v.map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0));
     let number = |v: Option<u64>| v.map_or("-".into(), |n| n.to_string());
-    let limit = |v: Option<u64>, f: &dyn Fn(Option<u64>) -> String| {
-        v.map_or("unlimited".into(), |_| f(v))
-    };
+    let limit =
+        |v: Option<u64>, f: &dyn Fn(Option<u64>) -> String| v.map_or("unlimited".into(), |_| f(v));
     let ms = |v: Option<u64>| v.map_or("-".into(), |ns| format!("{:.1} ms", ns as f64 / 1e6));
     println!("container        {}", args.name);
     println!("memory current   {}", bytes(stats.memory_current_bytes));
     println!("memory peak      {}", bytes(stats.memory_peak_bytes));
-    println!("memory limit     {}", limit(stats.memory_limit_bytes, &bytes));
+    println!(
+        "memory limit     {}",
+        limit(stats.memory_limit_bytes, &bytes)
+    );
     println!("cpu usage        {}", ms(stats.cpu_usage_ns));
-    println!("cpu throttled    {} periods, {}", number(stats.cpu_throttled_periods), ms(stats.cpu_throttled_ns));
-    println!("pids             {} (limit {})", number(stats.pids_current), limit(stats.pids_limit, &number));
+    println!(
+        "cpu throttled    {} periods, {}",
+        number(stats.cpu_throttled_periods),
+        ms(stats.cpu_throttled_ns)
+    );
+    println!(
+        "pids             {} (limit {})",
+        number(stats.pids_current),
+        limit(stats.pids_limit, &number)
+    );
     println!("oom kills        {}", number(stats.oom_kills));
     Ok(())
 }

@@ -5,6 +5,8 @@ pub mod compare;
 pub mod container;
 pub mod doctor;
 pub mod image;
+pub mod lab;
+pub mod kernel;
 pub mod measure;
 pub mod plan;
 pub mod report;
@@ -38,5 +40,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Sandbox(args) => sandbox::run(args),
         Command::Vm(args) => vm::run(args),
         Command::Image(args) => image::run(args),
+        Command::Lab(args) => lab::run(args),
+        Command::Kernel(args) => kernel::run(args),
     }
 }

@@ -105,6 +105,14 @@ fn run_command(args: RunArgs) -> Result<(), Failure> {
     spec.files.extend(args.files);
     spec.mem_mib = args.mem;
     spec.timeout = args.timeout;
+    // Ctrl-C reaches QEMU too (same process group), which then exits by itself; this
+    // process stays to report that and to remove the run's scratch files. QEMU installs
+    // its own SIGINT handler, so it does not inherit the ignoring.
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code; nothing
+    // else in isolab handles SIGINT.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
     let output = sandbox
         .run_streaming(&spec, &mut io::stdout(), &mut io::stderr())
         .map_err(|e| sandbox_failure(e, "running the sandbox"))?;

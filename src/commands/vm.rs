@@ -23,19 +23,38 @@
 //! - 128+n: the workload died of signal n: a CPU exception in the guest is reported as
 //!   Linux would (page fault or #GP → 139 SIGSEGV, invalid opcode → 132 SIGILL, divide
 //!   error → 136 SIGFPE, int3 → 133 SIGTRAP), and `abort()` gives 134 SIGABRT;
-//! - 143 / 130: isolab received SIGTERM / SIGINT; the vCPU was stopped (kicked out of
-//!   KVM_RUN through `immediate_exit`) and the VM torn down. The signal is not delivered
-//!   into the guest: the mini kernel has no signal frames, so a handler the workload
-//!   installed does not run;
+//! - 143 / 130: isolab received SIGTERM / SIGINT and the workload could not take it: the
+//!   vCPU was stopped (kicked out of KVM_RUN through `immediate_exit`) and the VM torn
+//!   down. A workload blocked waiting for signals (`pause`, `sigsuspend`) with a handler
+//!   for it gets the signal instead, as it would natively: `idle` then ends by itself with
+//!   its own status (0);
 //! - 2: bad options (as for every isolab command).
 //!
 //! Every failure other than the workload's own exit prints one line on stderr.
+//!
+//! # Linux guests
+//!
+//! `isolab vm run --kernel PATH --workload MODE ARGS…` (or `--guest linux`, which defaults
+//! to the kernel `isolab kernel fetch` stored) boots a standard kernel with `isolab-workload`
+//! as `/init` of an initramfs (see `isolab_microvm::linux`). The guest's console is copied
+//! to stdout; at the end one JSON line on stderr reports the times to the first guest
+//! instruction, the first console line and `ISOLAB-READY`, the total, VM exits by reason,
+//! the monitor's PSS without guest RAM, and the guest RAM touched. Exit status as above,
+//! plus:
+//! - 3: this host cannot boot standard kernels (PVM, or no KVM);
+//! - 121: the guest kernel panicked (other than by init exiting), e.g. no init to run;
+//! - 122: triple fault;
+//! - 125 also covers a KVM internal error or failed VM entry;
+//! - 124: `--timeout` (default 60 s) passed, e.g. the guest never printed `ISOLAB-READY`;
+//! - 126: the kernel file is not a bootable kernel; 127: it does not exist;
+//! - 2: too little `--mem` for the kernel, a bad `--vcpus`, a command line over the limit.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::{Args, Subcommand, ValueEnum};
+use isolab_microvm::linux::{self, Outcome as LinuxOutcome};
 use isolab_microvm::mini::{self, Outcome};
 
 use crate::failure::Failure;
@@ -56,6 +75,8 @@ pub enum VmCommand {
 pub enum Guest {
     /// isolab's mini kernel: the workload in ring 3, system calls served by the monitor.
     Mini,
+    /// A standard Linux kernel (--kernel) with the workload as its init.
+    Linux,
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +97,19 @@ pub struct RunArgs {
     /// The workload ELF [default: isolab-workload next to the isolab executable].
     #[arg(long, value_name = "PATH")]
     pub workload_bin: Option<PathBuf>,
+    /// Linux guests: the kernel, an ELF vmlinux or a bzImage [default: the one `isolab
+    /// kernel fetch` stored]. Implies `--guest linux`.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Linux guests: this initrd instead of the built initramfs with the workload as /init.
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+    /// Linux guests: the number of vCPUs.
+    #[arg(long, default_value = "1")]
+    pub vcpus: u8,
+    /// Linux guests: appended to the kernel command line.
+    #[arg(long, value_name = "STR")]
+    pub cmdline: Option<String>,
     /// The workload's mode and arguments; everything after it is passed on.
     #[arg(long, required = true, num_args = 1.., allow_hyphen_values = true, value_name = "MODE ARGS")]
     pub workload: Vec<String>,
@@ -88,7 +122,9 @@ pub fn run(args: VmArgs) -> Result<(), Failure> {
 }
 
 fn run_vm(args: RunArgs) -> Result<(), Failure> {
-    let Guest::Mini = args.guest;
+    if args.kernel.is_some() || args.guest == Guest::Linux {
+        return run_linux(args);
+    }
     let workload = match args.workload_bin {
         Some(path) => path,
         None => std::env::current_exe()
@@ -135,6 +171,118 @@ fn run_vm(args: RunArgs) -> Result<(), Failure> {
             ),
         )),
     }
+}
+
+fn run_linux(args: RunArgs) -> Result<(), Failure> {
+    let kernel = match args.kernel {
+        Some(path) => path,
+        None => {
+            isolab_microvm::kernel::stored(&isolab_microvm::kernel::default_cache())
+                .map_err(|e| Failure::BadInput(e.into()))?
+                .vmlinuz
+        }
+    };
+    let workload = match args.workload_bin {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .map_err(|e| Failure::Coded(125, anyhow!("locating the isolab executable: {e}")))?
+            .with_file_name("isolab-workload"),
+    };
+    let config = linux::Config {
+        kernel,
+        initrd: args.initrd,
+        workload,
+        args: args.workload,
+        mem_size: args.mem,
+        vcpus: args.vcpus,
+        cmdline: args.cmdline,
+        timeout: args.timeout,
+        cache: isolab_microvm::kernel::default_cache().join("initramfs"),
+        echo: true,
+    };
+    isolab_microvm::vm::stop_on_signals();
+    let run = linux::run(&config).map_err(linux_failure)?;
+    if args.explain {
+        eprint!("{}", run.explanation);
+        eprintln!("outcome: {:?}", run.outcome);
+    }
+    let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+    let exits: serde_json::Map<String, serde_json::Value> = run
+        .explanation
+        .exits
+        .by_reason
+        .iter()
+        .map(|(reason, (count, _))| ((*reason).to_owned(), (*count).into()))
+        .collect();
+    eprintln!(
+        "{}",
+        serde_json::json!({
+            "vm": {
+                "first_instruction_ms": ms(run.first_instruction),
+                "first_console_line_ms": ms(run.first_console_line),
+                "ready_ms": ms(run.ready),
+                "total_ms": ms(Some(run.total)),
+                "exits": exits,
+                "vmm_pss_bytes": run.vmm_pss,
+                "guest_ram_touched_bytes": run.guest_ram_touched,
+                "outcome": format!("{:?}", run.outcome),
+            }
+        })
+    );
+    let tail = |what: String| anyhow!("{what}; last console lines:\n{}", run.console_tail);
+    match run.outcome {
+        LinuxOutcome::Exited(0) => Ok(()),
+        LinuxOutcome::Exited(status) => Err(Failure::PassThrough(status)),
+        LinuxOutcome::Signaled(signal) => Err(Failure::Coded(
+            signal_status(signal),
+            anyhow!("the workload (init) was killed by signal {signal}"),
+        )),
+        LinuxOutcome::Panicked(line) => Err(Failure::Coded(
+            121,
+            tail(format!("guest kernel panic: {line}")),
+        )),
+        LinuxOutcome::Reset => Err(Failure::Coded(
+            125,
+            tail("the guest reset itself before its workload ended".to_owned()),
+        )),
+        LinuxOutcome::TripleFault => Err(Failure::Coded(
+            122,
+            tail("guest triple fault (the CPU shut down)".to_owned()),
+        )),
+        LinuxOutcome::KvmFailed(what) => Err(Failure::Coded(125, tail(what))),
+        LinuxOutcome::Stopped(signal) => Err(Failure::Coded(
+            signal_status(signal),
+            anyhow!("VM stopped on signal {signal}"),
+        )),
+        LinuxOutcome::TimedOut { after, ready } => Err(Failure::Coded(
+            124,
+            tail(format!(
+                "timed out after {} s {}; VM stopped",
+                after.as_secs_f64(),
+                if ready {
+                    "after ISOLAB-READY"
+                } else {
+                    "without ISOLAB-READY from the guest"
+                }
+            )),
+        )),
+    }
+}
+
+fn linux_failure(error: linux::Error) -> Failure {
+    use isolab_microvm::linux::boot::Error as Boot;
+    let code = match &error {
+        linux::Error::Kernel { source, .. } if source.kind() == std::io::ErrorKind::NotFound => 127,
+        linux::Error::Kernel { .. }
+        | linux::Error::Boot(Boot::NotAKernel(_) | Boot::No64BitEntry | Boot::Read(_)) => 126,
+        linux::Error::Boot(Boot::TooLittleMemory { .. } | Boot::Cmdline(..))
+        | linux::Error::MemSize(_)
+        | linux::Error::Vcpus(_)
+        | linux::Error::Initrd { .. } => return Failure::BadInput(error.into()),
+        linux::Error::Pvm | linux::Error::NoKvm => return Failure::HostLacks(error.into()),
+        _ => 125,
+    };
+    Failure::Coded(code, error.into())
 }
 
 fn signal_status(signal: i32) -> u8 {

@@ -54,6 +54,8 @@ pub enum KernelError {
          is Debian's main archive in the apt sources?"
     )]
     NoKernelPackage,
+    #[error("`apt-get download {package}` left no .deb in {dir}")]
+    NoDeb { package: String, dir: PathBuf },
     #[error("{deb}: no boot/vmlinuz-* inside")]
     NoVmlinuz { deb: PathBuf },
     #[error("module {name} (needed for {wanted}) is not in {dir}")]
@@ -119,7 +121,10 @@ pub fn ensure(
     let package = deb
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
-        .ok_or_else(|| KernelError::NoVmlinuz { deb: deb.clone() })?;
+        .ok_or_else(|| KernelError::NoDeb {
+            package: METAPACKAGE.to_owned(),
+            dir: work.path().to_owned(),
+        })?;
     log(&format!("unpacking {} with dpkg-deb", deb.display()));
     let tree = work.path().join("tree");
     run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
@@ -206,8 +211,9 @@ fn download(dir: &Path, log: &mut dyn FnMut(&str)) -> Result<PathBuf, KernelErro
         .filter_map(Result::ok)
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .ok_or_else(|| KernelError::NoVmlinuz {
-            deb: dir.join(format!("{package}_*.deb")),
+        .ok_or_else(|| KernelError::NoDeb {
+            package,
+            dir: dir.to_owned(),
         })
 }
 

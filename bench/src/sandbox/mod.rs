@@ -17,8 +17,17 @@
 //! cached. Each run appends a small archive with the command and its files to the base,
 //! boots one vCPU, and reads the serial console (see [`console`]): the command's stdout
 //! comes back byte for byte, its stderr through a second serial port, and its exit status
-//! as the run's status. A run is bounded by its timeout: QEMU is killed, and nothing of the
-//! run is left behind (its scratch directory is removed in every case).
+//! as the run's status. The two streams are separate, so their relative order is lost;
+//! only the kernel's emergency messages (a panic) can land among the stdout bytes.
+//!
+//! The guest looks like a standard host to the code under test: cgroup2 alone, KVM with
+//! NPT, overlayfs, and a root mount that is not the initial ramfs (which pivot_root(2)
+//! refuses to leave) and is `shared`, as systemd leaves it. It runs as root, with no
+//! network but `lo`.
+//!
+//! A run is bounded by its timeout: QEMU is killed, and the run's scratch directory is
+//! removed, whatever the outcome. If the calling process itself is killed, the kernel
+//! kills QEMU with it (`PR_SET_PDEATHSIG`); only the scratch directory is then left.
 
 pub mod console;
 pub mod cpio;
@@ -27,6 +36,7 @@ pub mod kernel;
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,6 +69,8 @@ const CPU: &str = "EPYC,+svm,+npt";
 const KERNEL_CMDLINE: &str = "console=ttyS0 quiet panic=-1";
 /// How long QEMU may take to exit after the guest reported the command's status.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Work files in the cache older than this are left over from an interrupted preparation.
+const INTERRUPTED_AGE: Duration = Duration::from_secs(3600);
 /// Console lines quoted in an error.
 const TAIL_LINES: usize = 25;
 
@@ -223,6 +235,7 @@ impl Sandbox {
             path: cache.to_owned(),
             source,
         })?;
+        prune_interrupted(cache, log)?;
         let kernel = kernel::ensure(cache, busybox, log)?;
         let base = initramfs::ensure_base(cache, &kernel, busybox, log)?;
         Ok(Sandbox {
@@ -316,6 +329,23 @@ impl Sandbox {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // SAFETY: the closure runs in the child between fork and exec and only calls
+        // prctl(2) and getppid(2), which are async-signal-safe; it touches no memory
+        // shared with the parent.
+        unsafe {
+            command.pre_exec(|| {
+                // If this process dies without stopping QEMU (SIGKILL, a crash), the kernel
+                // kills QEMU too, rather than leave a 2 GB guest running unwatched.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The parent may have died before prctl took effect.
+                if libc::getppid() == 1 {
+                    return Err(io::Error::other("isolab exited while starting QEMU"));
+                }
+                Ok(())
+            });
+        }
         let started = Instant::now();
         let child = command.spawn().map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
@@ -338,6 +368,39 @@ impl Sandbox {
         qemu.stop();
         result
     }
+}
+
+/// Removes what an interrupted preparation left (`.fetch-*`: a kernel package and its
+/// unpacked tree, ~100 MB; `.base-*`: half an archive). Only entries older than an hour
+/// go, so a preparation running beside this one keeps its work.
+fn prune_interrupted(cache: &Path, log: &mut dyn FnMut(&str)) -> Result<(), SandboxError> {
+    let io_err = |path: &Path, source| SandboxError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    for entry in fs::read_dir(cache).map_err(|e| io_err(cache, e))? {
+        let path = entry.map_err(|e| io_err(cache, e))?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if !(name.starts_with(".fetch-") || name.starts_with(".base-")) {
+            continue;
+        }
+        let age = fs::symlink_metadata(&path)
+            .and_then(|m| m.modified())
+            .map(|t| t.elapsed().unwrap_or_default());
+        if age.is_ok_and(|age| age > INTERRUPTED_AGE) {
+            log(&format!(
+                "removing {}, left by an interrupted preparation",
+                path.display()
+            ));
+            let removed = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            removed.map_err(|e| io_err(&path, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// The file to archive for `file`: a copy without debug sections at `copy` when it asks
@@ -378,6 +441,16 @@ fn strip_debug(file: &GuestFile, copy: &Path) -> Result<GuestFile, SandboxError>
 struct Qemu(Child);
 
 impl Qemu {
+    /// Lets QEMU exit by itself for up to `grace` (its console closes a moment before it
+    /// exits), then kills it.
+    fn finish(&mut self, grace: Duration) {
+        let until = Instant::now() + grace;
+        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < until {
+            thread::sleep(Duration::from_millis(10));
+        }
+        self.stop();
+    }
+
     fn stop(&mut self) {
         if matches!(self.0.try_wait(), Ok(None)) {
             let _ = self.0.kill();
@@ -431,6 +504,8 @@ fn watch(
         let mut status = None;
         let mut setup_failed = None;
         let mut timed_out = false;
+        // The timeout, or the shutdown grace after the status, ran out: no more waiting.
+        let mut waited_enough = false;
         loop {
             // After the status, QEMU only has to power off; give it a grace period.
             let until = if parser.is_done() {
@@ -459,11 +534,16 @@ fn watch(
                 Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
                     timed_out = status.is_none() && setup_failed.is_none();
+                    waited_enough = true;
                     break;
                 }
             }
         }
-        qemu.stop();
+        if waited_enough {
+            qemu.stop();
+        } else {
+            qemu.finish(SHUTDOWN_GRACE.min(deadline.saturating_duration_since(Instant::now())));
+        }
         let elapsed = started.elapsed();
         stop_following.store(true, Ordering::SeqCst);
         let stderr = follower.join().expect("the stderr follower does not panic");

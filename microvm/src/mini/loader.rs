@@ -36,11 +36,22 @@ pub enum Error {
     Truncated(u64),
 }
 
+/// One PT_LOAD: `filesz` bytes from `offset` in the file go to guest address `vaddr`, the
+/// rest up to `memsz` is zero (bss).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    pub vaddr: u64,
+    pub offset: u64,
+    pub filesz: u64,
+    pub memsz: u64,
+    /// PF_W: the program writes it (relocations, .data, .bss).
+    pub writable: bool,
+}
+
 /// A program ready to load: where each segment goes and what auxv must say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Program {
-    /// (guest address, file offset, file size, memory size) per PT_LOAD.
-    pub segments: Vec<(u64, u64, u64, u64)>,
+    pub segments: Vec<Segment>,
     pub entry: u64,
     pub phdr: u64,
     pub phnum: u64,
@@ -98,7 +109,13 @@ impl Program {
             {
                 return Err(Error::Truncated(ph.p_offset));
             }
-            segments.push((vaddr, ph.p_offset, ph.p_filesz, ph.p_memsz));
+            segments.push(Segment {
+                vaddr,
+                offset: ph.p_offset,
+                filesz: ph.p_filesz,
+                memsz: ph.p_memsz,
+                writable: ph.is_write(),
+            });
         }
         if segments.is_empty() {
             return Err(Error::NoSegments);
@@ -116,12 +133,12 @@ impl Program {
         };
         let start = segments
             .iter()
-            .map(|s| align_down(s.0, PAGE))
+            .map(|s| align_down(s.vaddr, PAGE))
             .min()
             .unwrap_or(USER_START);
         let end = segments
             .iter()
-            .map(|s| align_up(s.0 + s.3, PAGE))
+            .map(|s| align_up(s.vaddr + s.memsz, PAGE))
             .max()
             .unwrap_or(USER_START);
         Ok(Program {
@@ -262,7 +279,13 @@ mod tests {
 
     fn program() -> Program {
         Program {
-            segments: vec![(0x40_0000, 0, 0x1000, 0x2000)],
+            segments: vec![Segment {
+                vaddr: 0x40_0000,
+                offset: 0,
+                filesz: 0x1000,
+                memsz: 0x2000,
+                writable: true,
+            }],
             entry: 0x40_0100,
             phdr: 0x40_0040,
             phnum: 9,
@@ -353,9 +376,12 @@ mod tests {
         assert!(program.entry >= program.start && program.entry < program.end);
         assert!(program.phdr >= program.start && program.phdr < program.end);
         assert_eq!(program.phent, 56);
-        for (vaddr, _, filesz, memsz) in &program.segments {
-            assert!(filesz <= memsz && *vaddr >= program.start && vaddr + memsz <= program.end);
+        for s in &program.segments {
+            assert!(s.filesz <= s.memsz && s.vaddr >= program.start);
+            assert!(s.vaddr + s.memsz <= program.end);
         }
+        assert!(program.segments.iter().any(|s| s.writable));
+        assert!(program.segments.iter().any(|s| !s.writable));
         let small = Program::parse(&exe, 8 << 20);
         assert!(matches!(small, Err(Error::DoesNotFit { .. })) || small.is_ok());
     }

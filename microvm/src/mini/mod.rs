@@ -21,6 +21,9 @@
 //!   The alternative, a ring-0 handler in the guest, would run its whole dispatch in the
 //!   emulator (tens of µs per call here) and still need exits for anything touching the
 //!   host (stdout, time, randomness).
+//! - **Signals from outside.** SIGTERM/SIGINT to the monitor reach a handler the program
+//!   installed while it waits for signals (`pause`, `sigsuspend`), through a Linux signal
+//!   frame ([`signal`]); otherwise they stop the VM ([`Outcome::Stopped`]).
 //! - **Faults end the VM.** Every exception vector enters its own one-byte `hlt` stub, on
 //!   the TSS's ring-0 stack; the monitor recovers the vector from RIP and the faulting
 //!   context from the stack frame, and ends the run with a [`Crash`].
@@ -38,6 +41,7 @@ pub mod image;
 pub mod layout;
 pub mod loader;
 pub mod paging;
+pub mod signal;
 pub mod syscalls;
 pub mod tmpfs;
 
@@ -84,7 +88,8 @@ pub enum Outcome {
     /// The `--timeout` passed first.
     TimedOut(Duration),
     /// The monitor received this signal (SIGTERM or SIGINT, see [`vm::stop_on_signals`])
-    /// and stopped the VM.
+    /// and stopped the VM: the program was not blocked waiting for signals, or had no
+    /// handler for it (see [`signal`]).
     Stopped(i32),
 }
 
@@ -344,16 +349,35 @@ fn run_loop(
         if kernel.ready_seen && !was_ready {
             trace.mark("ISOLAB-READY written");
         }
+        let mut deliver = None;
         let result = match action {
             Action::Return(value) => value,
             Action::Exit(status) => return Ok(Outcome::Exited(status)),
             Action::Signal(signal) => return Ok(Outcome::Signaled(signal)),
-            // Nothing inside can wake the program: wait for the watchdog or a stop signal.
+            Action::SigReturn => {
+                let Some(mut restored) = signal::restore(vm.memory(), user_rsp) else {
+                    return Ok(Outcome::Signaled(libc::SIGSEGV));
+                };
+                restored.rflags = sanitize_rflags(restored.rflags);
+                sregs.cs = user_cs;
+                sregs.ss = user_ss;
+                vm.set_sregs(&sregs)?;
+                vm.set_regs(&restored)?;
+                stats.entry(nr).or_default().count += 1;
+                continue;
+            }
+            // Nothing inside can wake the program: wait for the watchdog or a stop signal,
+            // which its handler, if it installed one, receives; the wait returns EINTR.
             Action::Block => {
-                return Ok(match vm::sleep_until_stopped(watchdog) {
-                    Some(signal) => Outcome::Stopped(signal),
-                    None => timed_out(),
-                });
+                let Some(signal) = vm::sleep_until_stopped(watchdog) else {
+                    return Ok(timed_out());
+                };
+                let Some(handler) = kernel.take_handler(signal) else {
+                    return Ok(Outcome::Stopped(signal));
+                };
+                vm::clear_stop_request();
+                deliver = Some((signal, handler));
+                (-i64::from(libc::EINTR)) as u64
             }
         };
         // Return to the program as `sysret` would, done by the monitor: no sysret or
@@ -366,6 +390,10 @@ fn run_loop(
         sregs.ss = user_ss;
         sregs.fs.base = bases.fs;
         sregs.gs.base = bases.gs;
+        if let Some((signal, handler)) = deliver {
+            let (cs, ss) = (user_cs.selector, user_ss.selector);
+            signal::push_frame(vm.memory(), &mut regs, signal, &handler, cs, ss)?;
+        }
         vm.set_sregs(&sregs)?;
         vm.set_regs(&regs)?;
         let stat = stats.entry(nr).or_default();

@@ -2,8 +2,9 @@
 //!
 //! The set is what a static glibc + Rust std program uses (start-up, the workload's modes,
 //! an abort): memory (brk/mmap/munmap/mremap/mprotect/madvise), files on the in-memory
-//! [`Tmpfs`](super::tmpfs::Tmpfs), stdio, time, identity, and benign answers for signal
-//! set-up. Everything else returns `-ENOSYS`, as an old kernel would, and is counted.
+//! [`Tmpfs`](super::tmpfs::Tmpfs), stdio, time, identity, and signal set-up (actions are
+//! recorded; only a stop signal's handler ever runs, see [`super::signal`]). Everything else
+//! returns `-ENOSYS`, as an old kernel would, and is counted.
 //!
 //! stdout and stderr are a paravirtual channel: `write(1|2, ...)` copies the guest buffer
 //! straight to the monitor's own stdout/stderr, with no device model in between. stdin reads
@@ -19,6 +20,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use super::arena::Arena;
 use super::layout::{PAGE, USER_START, align_up};
+use super::signal::SigAction;
 use super::tmpfs::{self, CHUNK, Tmpfs};
 use crate::vm::Vm;
 
@@ -33,6 +35,8 @@ pub enum Action {
     Signal(i32),
     /// Block until the VM is stopped from outside (`pause`, `sigsuspend`).
     Block,
+    /// `rt_sigreturn`: resume the context saved in the signal frame on the stack.
+    SigReturn,
 }
 
 /// The user-mode segment bases, which `arch_prctl` reads and writes.
@@ -65,6 +69,8 @@ pub struct Kernel {
     booted: Instant,
     /// Set by the first write to stdout containing `ISOLAB-READY`.
     pub ready_seen: bool,
+    /// What `rt_sigaction` installed, for signals 1..=64.
+    actions: [SigAction; 64],
 }
 
 type Sys = Result<u64, i32>;
@@ -93,6 +99,7 @@ impl Kernel {
             total_ram: ram_end,
             booted: Instant::now(),
             ready_seen: false,
+            actions: [SigAction::default(); 64],
         }
     }
 
@@ -104,6 +111,7 @@ impl Kernel {
         let result = match nr {
             libc::SYS_exit | libc::SYS_exit_group => return Action::Exit(a[0] as u8),
             libc::SYS_pause | libc::SYS_rt_sigsuspend => return Action::Block,
+            libc::SYS_rt_sigreturn => return Action::SigReturn,
             libc::SYS_kill | libc::SYS_tkill | libc::SYS_tgkill => {
                 let (pid, sig) = match nr {
                     libc::SYS_tgkill => (a[0] as i32, a[2] as i32),
@@ -170,7 +178,7 @@ impl Kernel {
             libc::SYS_set_robust_list | libc::SYS_sched_yield => Ok(0),
             // As on a kernel built without CONFIG_RSEQ; glibc then simply does not use it.
             libc::SYS_rseq => Err(libc::ENOSYS),
-            libc::SYS_rt_sigaction => self.sigaction(vm, a[0] as i32, a[2]),
+            libc::SYS_rt_sigaction => self.sigaction(vm, a[0] as i32, a[1], a[2]),
             libc::SYS_rt_sigprocmask => self.put_opt(vm, a[2], &0u64.to_le_bytes()),
             libc::SYS_sigaltstack => self.sigaltstack(vm, a[1]),
             libc::SYS_prlimit64 => self.rlimit(vm, a[1] as u32, a[3]),
@@ -738,12 +746,32 @@ impl Kernel {
         Ok(0)
     }
 
-    fn sigaction(&self, vm: &Vm, sig: i32, old: u64) -> Sys {
+    /// Records the action; only a stop signal's handler ever runs (see [`super::signal`]).
+    fn sigaction(&mut self, vm: &Vm, sig: i32, act: u64, old: u64) -> Sys {
         if !(1..=64).contains(&sig) || sig == libc::SIGKILL || sig == libc::SIGSTOP {
             return Err(libc::EINVAL);
         }
-        // Handlers are accepted but never run: no signal is ever delivered to the guest.
-        self.put_opt(vm, old, &[0; 32])
+        let slot = sig as usize - 1;
+        let previous = self.actions[slot];
+        if act != 0 {
+            let raw: [u8; 32] = self.get(vm, act, 32)?.try_into().expect("32 bytes read");
+            self.actions[slot] = SigAction::from_bytes(&raw);
+        }
+        self.put_opt(vm, old, &previous.to_bytes())
+    }
+
+    /// The handler to run for `signal`, if the program installed one; a one-shot
+    /// (SA_RESETHAND) handler reverts to the default as it is taken.
+    pub fn take_handler(&mut self, signal: i32) -> Option<SigAction> {
+        let slot = usize::try_from(signal).ok()?.checked_sub(1)?;
+        let action = *self.actions.get(slot)?;
+        if !action.runs_handler() {
+            return None;
+        }
+        if action.resets() {
+            self.actions[slot] = SigAction::default();
+        }
+        Some(action)
     }
 
     fn sigaltstack(&self, vm: &Vm, old: u64) -> Sys {

@@ -1,0 +1,173 @@
+//! Lab 6: the memory cgroup. The student makes a cgroup, limits it to 32 MiB and watches the
+//! OOM killer end a process that wants more; the checker reads the cgroup's own files.
+
+use std::time::Duration;
+
+use crate::answers::{self, Answers};
+use crate::cgroup::{self, LabCgroup};
+use crate::error::LabError;
+use crate::{Lab, Lang, Need, StepResult, Workspace};
+
+pub static LAB: MemoryLab = MemoryLab;
+
+const CGROUP: &str = "isolab-lab6";
+const LIMIT: u64 = 32 * 1024 * 1024;
+const ANSWERS: &str = include_str!("../../content/6/answers.txt");
+
+#[derive(Debug)]
+pub struct MemoryLab;
+
+/// The limit file, and where the OOM kills are counted, in each cgroup version.
+fn limit_file(cg: &LabCgroup) -> &'static str {
+    cg.name("memory.limit_in_bytes", "memory.max")
+}
+
+/// The limit file's name in the other cgroup version, which the student names too.
+fn other_file(cg: &LabCgroup) -> &'static str {
+    cg.name("memory.max", "memory.limit_in_bytes")
+}
+
+fn oom_file(cg: &LabCgroup) -> &'static str {
+    cg.name("memory.oom_control", "memory.events")
+}
+
+impl Lab for MemoryLab {
+    fn id(&self) -> u32 {
+        6
+    }
+
+    fn minutes(&self) -> u32 {
+        30
+    }
+
+    fn needs(&self) -> &'static [Need] {
+        &[
+            Need::Root,
+            Need::Controller("memory"),
+            Need::Command("tail"),
+        ]
+    }
+
+    fn text(&self, lang: Lang) -> &'static str {
+        match lang {
+            Lang::En => include_str!("../../content/6/en.md"),
+            Lang::Zh => include_str!("../../content/6/zh.md"),
+        }
+    }
+
+    fn start(&self, ws: &Workspace) -> Result<(), LabError> {
+        let cg = LabCgroup::locate("memory", CGROUP)?;
+        ws.write(
+            answers::FILE,
+            &format!("# {}\n{ANSWERS}", cgroup::describe(&cg)),
+        )
+    }
+
+    fn check(&self, ws: &Workspace) -> Result<Vec<StepResult>, LabError> {
+        let cg = LabCgroup::locate("memory", CGROUP)?;
+        let created = cg.exists();
+        let limit = cg.read(limit_file(&cg));
+        let oom_kills = cg.keyed(oom_file(&cg), "oom_kill");
+        let limit_ok = limit.as_deref().and_then(answers::number) == Some(LIMIT);
+        let killed = oom_kills.is_some_and(|n| n > 0);
+        let answers = Answers::load(ws)?;
+        let mut steps = vec![
+            StepResult::judge(
+                "create the cgroup",
+                created,
+                format!("{} exists: {created}", cg.dir.display()),
+                &format!("mkdir {}", cg.dir.display()),
+            ),
+            StepResult::judge(
+                "limit it to 32 MiB",
+                limit_ok,
+                format!(
+                    "{}: {}",
+                    cg.file(limit_file(&cg)).display(),
+                    limit.as_deref().unwrap_or("(missing)")
+                ),
+                &format!(
+                    "write 32M (or {LIMIT}) to {}; on this host that is the limit file",
+                    limit_file(&cg)
+                ),
+            ),
+            StepResult::judge(
+                "an OOM kill in the cgroup",
+                killed,
+                format!(
+                    "{}: oom_kill {}",
+                    cg.file(oom_file(&cg)).display(),
+                    oom_kills.map_or("(missing)".into(), |n| n.to_string())
+                ),
+                "move a shell into the cgroup (echo $$ > cgroup.procs) and run something that allocates more than the limit, e.g. `tail /dev/zero`; if it is not killed, swap may be absorbing it: limit swap as step 3 says",
+            ),
+        ];
+        let measured_limit = limit_ok.then(|| LIMIT.to_string());
+        steps.push(answers.grade(
+            "limit_file",
+            created.then_some(limit_file(&cg)),
+            answers::same,
+        ));
+        let other = other_file(&cg);
+        steps.push(answers.grade(
+            "other_version_file",
+            created.then_some(other),
+            answers::same,
+        ));
+        steps.push(answers.grade(
+            "limit_bytes",
+            measured_limit.as_deref(),
+            answers::same_number,
+        ));
+        // The counter only grows; any count the student read after a kill is right.
+        let measured_kills = oom_kills.filter(|n| *n > 0).map(|n| n.to_string());
+        steps.push(answers.grade(
+            "oom_kills",
+            measured_kills.as_deref(),
+            |answer, measured| {
+                answers::number(answer)
+                    .zip(answers::number(measured))
+                    .is_some_and(|(a, m)| (1..=m).contains(&a))
+            },
+        ));
+        Ok(steps)
+    }
+
+    fn reset(&self, _ws: &Workspace) -> Result<(), LabError> {
+        LabCgroup::locate("memory", CGROUP)?.destroy()
+    }
+
+    fn solution(&self) -> &'static str {
+        include_str!("../../content/6/solution.md")
+    }
+
+    fn apply_solution(&self, ws: &Workspace) -> Result<(), LabError> {
+        let cg = LabCgroup::locate("memory", CGROUP)?;
+        cg.create()?;
+        cg.write(limit_file(&cg), &LIMIT.to_string())?;
+        // Without swap limited too, the kernel would swap the process out rather than kill it.
+        let swap = cg.name("memory.memsw.limit_in_bytes", "memory.swap.max");
+        if cg.file(swap).exists() {
+            cg.write(swap, if cg.v2 { "0" } else { "33554432" })?;
+        }
+        let status = crate::observe::output(&mut cgroup::sh_in(&cg.dir, "exec tail /dev/zero"))?;
+        if status.status.success() {
+            return Err(LabError::Command {
+                command: "tail /dev/zero in the limited cgroup".into(),
+                detail: "it ended without being killed".into(),
+            });
+        }
+        // The OOM kill is counted as the process dies; give the counter a moment.
+        std::thread::sleep(Duration::from_millis(100));
+        let kills = cg.keyed(oom_file(&cg), "oom_kill").unwrap_or(0);
+        let filled = ANSWERS
+            .replace("limit_file =", &format!("limit_file = {}", limit_file(&cg)))
+            .replace(
+                "other_version_file =",
+                &format!("other_version_file = {}", other_file(&cg)),
+            )
+            .replace("limit_bytes =", &format!("limit_bytes = {LIMIT}"))
+            .replace("oom_kills =", &format!("oom_kills = {kills}"));
+        ws.write(answers::FILE, &filled)
+    }
+}

@@ -1,0 +1,214 @@
+//! `isolab kernel fetch`: Debian's cloud kernel for Linux guests, fetched once with
+//! `apt-get download` (never installed on the host), unpacked with `dpkg-deb -x`, and kept
+//! as `<cache>/<package>/vmlinuz` with its version and SHA-256 beside it. `current` names
+//! the package in use, so later runs (and `isolab vm run` without `--kernel`) work offline.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+/// The metapackage that depends on Debian's current cloud kernel.
+pub const METAPACKAGE: &str = "linux-image-cloud-amd64";
+pub const DEFAULT_CACHE: &str = "/var/cache/isolab/kernels";
+const CURRENT: &str = "current";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("running `{command}` (is this a Debian host with apt and dpkg?)")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed: {stderr}")]
+    Failed { command: String, stderr: String },
+    #[error(
+        "apt knows no kernel package that {METAPACKAGE} depends on, even after `apt-get update`"
+    )]
+    NoPackage,
+    #[error("{0}: no boot/vmlinuz-* inside")]
+    NoVmlinuz(PathBuf),
+    #[error("no kernel fetched yet: run `isolab kernel fetch` (or pass --kernel)")]
+    NotFetched,
+}
+
+/// A kernel in the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// `<package>_<version>_<arch>`, as the `.deb` was named.
+    pub package: String,
+    pub vmlinuz: PathBuf,
+    pub sha256: String,
+}
+
+/// `$ISOLAB_KERNEL_CACHE`, else [`DEFAULT_CACHE`].
+pub fn default_cache() -> PathBuf {
+    std::env::var_os("ISOLAB_KERNEL_CACHE")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from)
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KernelError + '_ {
+    move |source| KernelError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The kernel `current` names, without touching the network.
+pub fn stored(cache: &Path) -> Result<Stored, KernelError> {
+    let package = fs::read_to_string(cache.join(CURRENT)).map_err(|_| KernelError::NotFetched)?;
+    let dir = cache.join(package.trim());
+    let sha_path = dir.join("sha256");
+    let sha256 = fs::read_to_string(&sha_path).map_err(io_err(&sha_path))?;
+    let vmlinuz = dir.join("vmlinuz");
+    if !vmlinuz.is_file() {
+        return Err(KernelError::NotFetched);
+    }
+    Ok(Stored {
+        package: package.trim().to_owned(),
+        vmlinuz,
+        sha256: sha256.trim().to_owned(),
+    })
+}
+
+/// The stored kernel, fetched first if there is none; `log` hears about each step.
+pub fn fetch(cache: &Path, log: &mut dyn FnMut(&str)) -> Result<Stored, KernelError> {
+    if let Ok(kernel) = stored(cache) {
+        return Ok(kernel);
+    }
+    fs::create_dir_all(cache).map_err(io_err(cache))?;
+    let work = tempfile::Builder::new()
+        .prefix(".fetch-")
+        .tempdir_in(cache)
+        .map_err(io_err(cache))?;
+    let package = match kernel_package()? {
+        Some(p) => p,
+        None => {
+            log("apt-get update");
+            run(Command::new("apt-get").args(["update", "-q"]))?;
+            kernel_package()?.ok_or(KernelError::NoPackage)?
+        }
+    };
+    log(&format!("apt-get download {package}"));
+    run(Command::new("apt-get")
+        .args(["download", "-q", &package])
+        .current_dir(work.path()))?;
+    let deb = fs::read_dir(work.path())
+        .map_err(io_err(work.path()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .ok_or_else(|| KernelError::NoVmlinuz(work.path().join(&package)))?;
+    let name = deb
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .ok_or_else(|| KernelError::NoVmlinuz(deb.clone()))?;
+    log(&format!("dpkg-deb -x {}", deb.display()));
+    let tree = work.path().join("tree");
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
+    let vmlinuz = fs::read_dir(tree.join("boot"))
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .ok_or_else(|| KernelError::NoVmlinuz(deb.clone()))?;
+    let out = work.path().join("out");
+    fs::create_dir_all(&out).map_err(io_err(&out))?;
+    let bytes = fs::read(&vmlinuz).map_err(io_err(&vmlinuz))?;
+    let sha256 = hex(&Sha256::digest(&bytes));
+    fs::write(out.join("vmlinuz"), &bytes).map_err(io_err(&out))?;
+    fs::write(out.join("sha256"), format!("{sha256}\n")).map_err(io_err(&out))?;
+    let dir = cache.join(&name);
+    if !dir.join("vmlinuz").is_file() {
+        fs::rename(&out, &dir).map_err(io_err(&dir))?;
+    }
+    let current = work.path().join(CURRENT);
+    fs::write(&current, &name).map_err(io_err(&current))?;
+    fs::rename(&current, cache.join(CURRENT)).map_err(io_err(cache))?;
+    log(&format!(
+        "stored {} ({sha256})",
+        dir.join("vmlinuz").display()
+    ));
+    stored(cache)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn kernel_package() -> Result<Option<String>, KernelError> {
+    let mut command = Command::new("apt-cache");
+    command.args(["depends", METAPACKAGE]);
+    let output = command.output().map_err(|source| KernelError::Spawn {
+        command: format!("{command:?}"),
+        source,
+    })?;
+    Ok(parse_depends(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// The real kernel package among `apt-cache depends` lines.
+fn parse_depends(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("Depends:"))
+        .map(str::trim)
+        .find(|p| p.starts_with("linux-image-") && !p.starts_with('<'))
+        .map(str::to_owned)
+}
+
+fn run(command: &mut Command) -> Result<(), KernelError> {
+    let shown = format!("{command:?}");
+    let output = command.output().map_err(|source| KernelError::Spawn {
+        command: shown.clone(),
+        source,
+    })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(KernelError::Failed {
+        command: shown,
+        stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_package_is_the_metapackages_dependency() {
+        let text = "linux-image-cloud-amd64\n  Depends: linux-image-6.1.0-56-cloud-amd64\n  Depends: <linux-image-virtual>\n";
+        assert_eq!(
+            parse_depends(text).as_deref(),
+            Some("linux-image-6.1.0-56-cloud-amd64")
+        );
+        assert_eq!(parse_depends("nothing"), None);
+    }
+
+    #[test]
+    fn a_stored_kernel_is_found_offline() {
+        let cache = tempfile::tempdir().unwrap();
+        assert!(matches!(stored(cache.path()), Err(KernelError::NotFetched)));
+        let dir = cache.path().join("linux-image-x_1_amd64");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("vmlinuz"), b"k").unwrap();
+        fs::write(dir.join("sha256"), "abc\n").unwrap();
+        fs::write(cache.path().join(CURRENT), "linux-image-x_1_amd64").unwrap();
+        let kernel = fetch(cache.path(), &mut |_| panic!("no network when cached")).unwrap();
+        assert_eq!(kernel.sha256, "abc");
+        assert_eq!(kernel.vmlinuz, dir.join("vmlinuz"));
+    }
+}
