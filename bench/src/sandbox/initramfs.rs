@@ -11,7 +11,7 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 
 use super::console::{BEGIN, EXIT, SETUP_FAILED};
-use super::cpio::{CpioError, CpioWriter};
+use isolab_microvm::linux::cpio::{CpioError, CpioWriter};
 use super::kernel::{Kernel, Module};
 
 /// `PATH` in the guest, for init and the command alike.

@@ -30,7 +30,6 @@
 //! kills QEMU with it (`PR_SET_PDEATHSIG`); only the scratch directory is then left.
 
 pub mod console;
-pub mod cpio;
 pub mod initramfs;
 pub mod kernel;
 
