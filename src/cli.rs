@@ -2,7 +2,10 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{bench, compare, container, doctor, image, kernel, lab, measure, plan, report, run, sandbox, setup, vm};
+use crate::commands::{
+    bench, compare, container, doctor, image, kernel, lab, measure, plan, report, run, sandbox,
+    setup, vm,
+};
 
 /// Container or VM? Measurements instead of folklore.
 #[derive(Debug, Parser)]

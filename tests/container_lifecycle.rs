@@ -473,7 +473,7 @@ fn a_foreground_container_is_listed_and_reachable() {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(listed);
-        assert_eq!(code(&isolab(&["exec", "lc-fg", "--", "true"])), 0);
+        assert_eq!(code(&isolab(&["exec", "lc-fg", "--", "echo"])), 0);
         assert_eq!(code(&isolab(&["rm", "lc-fg"])), 125);
         assert_eq!(code(&isolab(&["kill", "lc-fg"])), 0);
         assert_eq!(fg.wait().unwrap().code(), Some(137));

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use assert_cmd::Command;
 use serde_json::Value;
 
-/// One lab at a time: the leftover checks compare host state before and after.
+/// One lab at a time: a fork bomb and the labs' own timings should not share the CPUs.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn isolab(dir: &Path) -> Command {
@@ -17,57 +17,121 @@ fn isolab(dir: &Path) -> Command {
     command
 }
 
-/// What a lab must not leave behind: mounts, lab cgroups, and processes other than the
-/// test's own (threads of this test process aside, none should be born and survive).
+/// What a lab must not leave behind, scoped to what the lab itself creates (its workspace
+/// directory, its `isolab-lab<id>` cgroups), so that tests running beside it, in this binary
+/// or another, cannot make it flake.
 #[derive(Debug, PartialEq, Eq)]
-struct HostState {
+struct Leftovers {
+    /// Mount points at or below the labs' directory.
     mounts: Vec<String>,
     cgroups: Vec<String>,
-    namespaces: Vec<String>,
+    /// Processes whose cwd, executable or command line names the labs' directory.
+    processes: Vec<String>,
 }
 
-fn host_state() -> HostState {
+impl Leftovers {
+    fn none() -> Self {
+        Leftovers {
+            mounts: Vec::new(),
+            cgroups: Vec::new(),
+            processes: Vec::new(),
+        }
+    }
+}
+
+/// The mountinfo lines (mount point and filesystem type) at or below `dir`.
+fn mounts_below(dir: &Path) -> Vec<String> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let mut mounts: Vec<String> = mountinfo
         .lines()
-        .map(|l| l.split(' ').nth(4).unwrap().to_owned())
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            let fstype = fields[fields.iter().position(|f| *f == "-")? + 1];
+            Path::new(fields[4])
+                .starts_with(dir)
+                .then(|| format!("{} ({fstype})", fields[4]))
+        })
         .collect();
     mounts.sort();
+    mounts
+}
+
+fn leftovers(dir: &Path, id: u32) -> Leftovers {
+    let name = format!("isolab-lab{id}");
     let mut cgroups = Vec::new();
-    for root in [
-        "/sys/fs/cgroup",
-        "/sys/fs/cgroup/memory",
-        "/sys/fs/cgroup/pids",
-    ] {
-        if let Ok(dir) = std::fs::read_dir(root) {
-            cgroups.extend(
-                dir.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with("isolab-lab"))
-                    .map(|n| format!("{root}/{n}")),
-            );
+    for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .map(String::from)
+        .chain(
+            std::fs::read_dir("/sys/fs/cgroup")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path().to_string_lossy().into_owned()),
+        )
+    {
+        let cgroup = Path::new(&root).join(&name);
+        if cgroup.is_dir() {
+            cgroups.push(cgroup.to_string_lossy().into_owned());
         }
     }
     cgroups.sort();
-    HostState {
-        mounts,
+    cgroups.dedup();
+    let wanted = dir.to_string_lossy().into_owned();
+    let processes = pids()
+        .into_iter()
+        .filter_map(|pid| {
+            let proc = Path::new("/proc").join(pid.to_string());
+            let links =
+                ["cwd", "exe"].map(|l| std::fs::read_link(proc.join(l)).unwrap_or_default());
+            let cmdline = std::fs::read(proc.join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (links.iter().any(|l| l.starts_with(dir)) || cmdline.contains(&wanted))
+                .then(|| format!("{pid}: {cmdline}"))
+        })
+        .collect();
+    Leftovers {
+        mounts: mounts_below(dir),
         cgroups,
-        namespaces: pid_namespaces(),
+        processes,
     }
 }
 
-/// The PID namespaces any process is in: a leaked lab process would add one.
-fn pid_namespaces() -> Vec<String> {
-    let mut namespaces: Vec<String> = std::fs::read_dir("/proc")
+fn pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
         .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter_map(|e| std::fs::read_link(e.path().join("ns/pid")).ok())
-        .map(|l| l.to_string_lossy().into_owned())
-        .collect();
-    namespaces.sort();
-    namespaces.dedup();
-    namespaces
+        .filter_map(|e| e.ok()?.file_name().to_string_lossy().parse().ok())
+        .collect()
+}
+
+/// The nsfs bind mounts below `dir`: where, and which namespace (`uts:[4026532177]`).
+fn bound_namespaces(dir: &Path) -> Vec<(String, String)> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mountinfo
+        .lines()
+        .filter(|l| l.contains(" - nsfs "))
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            Path::new(fields[4])
+                .starts_with(dir)
+                .then(|| (fields[4].to_owned(), fields[3].to_owned()))
+        })
+        .collect()
+}
+
+/// The processes still in one of `namespaces`.
+fn processes_in(namespaces: &[String]) -> Vec<u32> {
+    pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/ns"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .any(|link| namespaces.contains(&link.to_string_lossy().into_owned()))
+        })
+        .collect()
 }
 
 fn check_json(dir: &Path, id: u32) -> (i32, Value) {
@@ -106,7 +170,11 @@ fn starter_fails_solution_passes_reset_cleans(id: u32) {
     if !runnable(dir.path(), id) {
         return;
     }
-    let before = host_state();
+    assert_eq!(
+        leftovers(dir.path(), id),
+        Leftovers::none(),
+        "lab {id}: not clean before start"
+    );
     isolab(dir.path())
         .args(["lab", "start", &id.to_string()])
         .assert()
@@ -139,17 +207,50 @@ fn starter_fails_solution_passes_reset_cleans(id: u32) {
         code, 0,
         "lab {id}: the reference solution must pass: {solved:#}"
     );
+    // A process the student left in a namespace of the workspace: reset must end it too.
+    let bound = bound_namespaces(dir.path());
+    let mut left = bound.first().map(|(path, ns)| {
+        let kind = ns.split(':').next().unwrap();
+        std::process::Command::new("nsenter")
+            .arg(format!("--{kind}={path}"))
+            .args(["sleep", "300"])
+            .spawn()
+            .unwrap()
+    });
+    let namespaces: Vec<String> = bound.into_iter().map(|(_, ns)| ns).collect();
     isolab(dir.path())
         .args(["lab", "reset", &id.to_string()])
         .assert()
         .success();
     assert!(!dir.path().join(id.to_string()).exists());
-    assert_eq!(host_state(), before, "lab {id} left something behind");
+    assert_eq!(
+        leftovers(dir.path(), id),
+        Leftovers::none(),
+        "lab {id} left something behind"
+    );
+    assert_eq!(
+        processes_in(&namespaces),
+        Vec::<u32>::new(),
+        "lab {id}: processes remain in the namespaces its workspace held: {namespaces:?}"
+    );
+    if let Some(left) = left.as_mut() {
+        assert!(!left.wait().unwrap().success(), "reset did not end it");
+    }
 }
 
 #[test]
 fn lab1_pid_namespace() {
     starter_fails_solution_passes_reset_cleans(1);
+}
+
+#[test]
+fn lab3_uts_and_ipc_namespaces() {
+    starter_fails_solution_passes_reset_cleans(3);
+}
+
+#[test]
+fn lab5_user_namespace() {
+    starter_fails_solution_passes_reset_cleans(5);
 }
 
 #[test]

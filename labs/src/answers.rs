@@ -53,6 +53,24 @@ impl Answers {
     }
 }
 
+/// The answers template with each `key =` line filled in: how a reference solution writes
+/// the values it measured.
+pub fn fill(template: &str, values: &[(&str, String)]) -> String {
+    template
+        .lines()
+        .map(|line| {
+            let key = line.split_once('=').map(|(k, _)| k.trim());
+            match values
+                .iter()
+                .find(|(k, _)| !line.starts_with('#') && Some(*k) == key)
+            {
+                Some((k, v)) => format!("{k} = {v}\n"),
+                None => format!("{line}\n"),
+            }
+        })
+        .collect()
+}
+
 /// Equal, ignoring case and surrounding blanks.
 pub fn same(answer: &str, measured: &str) -> bool {
     answer.trim().eq_ignore_ascii_case(measured.trim())
@@ -92,5 +110,7 @@ mod tests {
         assert!(same_number(&values["key"], "31"));
         assert!(!same_number("abc", "31"));
         assert!(same(" No", "no"));
+        let filled = fill("# a = b\npid =\nother =\n", &[("pid", "7".into())]);
+        assert_eq!(filled, "# a = b\npid = 7\nother =\n");
     }
 }

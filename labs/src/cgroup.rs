@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use isolab_runtime::host::{CgroupMode, CgroupSupport};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 
 use crate::error::LabError;
 
@@ -84,10 +82,8 @@ impl LabCgroup {
             if procs.is_empty() || Instant::now() >= deadline {
                 return;
             }
-            for pid in procs {
-                // It may have exited meanwhile; the next read of cgroup.procs tells.
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
+            // Those that exited meanwhile drop out of the next read of cgroup.procs.
+            crate::observe::kill_all(&procs);
             std::thread::sleep(Duration::from_millis(5));
         }
     }

@@ -11,6 +11,7 @@ mod needs;
 mod observe;
 mod registry;
 pub mod render;
+mod rootfs;
 mod workspace;
 
 use serde::Serialize;

@@ -19,6 +19,23 @@ pub fn output(command: &mut Command) -> Result<Output, LabError> {
     })
 }
 
+/// Runs a command that must succeed, as a reference solution's steps must; its stdout.
+pub fn succeed(command: &mut Command) -> Result<String, LabError> {
+    let out = output(command)?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(LabError::Command {
+            command: describe(command),
+            detail: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        })
+    }
+}
+
 fn describe(command: &Command) -> String {
     std::iter::once(command.get_program())
         .chain(command.get_args())
@@ -33,11 +50,18 @@ pub fn ns_inode(path: &Path) -> Option<u64> {
     std::fs::metadata(path).ok().map(|m| m.ino())
 }
 
-/// One line of /proc/self/mountinfo: where it is mounted and the filesystem type.
+/// An nsfs inode for a report; `(none)` where there was no such file.
+pub fn show_inode(ns: Option<u64>) -> String {
+    ns.map_or_else(|| "(none)".into(), |n| n.to_string())
+}
+
+/// One line of /proc/self/mountinfo: where it is mounted, the filesystem type, and the root
+/// of the mount within its filesystem (for an nsfs bind mount, the namespace: `uts:[4026532177]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
     pub mount_point: PathBuf,
     pub fstype: String,
+    pub root: String,
 }
 
 pub fn mounts() -> Result<Vec<Mount>, LabError> {
@@ -52,6 +76,7 @@ fn parse_mountinfo_line(line: &str) -> Option<Mount> {
     Some(Mount {
         mount_point: PathBuf::from(unescape(fields.get(4)?)),
         fstype: (*fields.get(separator + 1)?).to_owned(),
+        root: unescape(fields.get(3)?),
     })
 }
 
@@ -77,6 +102,16 @@ fn unescape(field: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// The namespace an nsfs file bind-mounted at `path` holds (`uts:[4026532177]`), or `None`
+/// when nothing of type nsfs is mounted there. The last mount on a path is the one seen.
+pub fn nsfs_at(path: &Path) -> Result<Option<String>, LabError> {
+    Ok(mounts()?
+        .into_iter()
+        .filter(|m| m.mount_point == path && m.fstype == "nsfs")
+        .map(|m| m.root)
+        .next_back())
 }
 
 /// Lazily unmounts everything mounted at or below `dir`, innermost first.
@@ -120,12 +155,23 @@ pub fn children_of(parent: i32) -> Vec<i32> {
         .collect()
 }
 
-/// The host pids of the processes in the PID namespace whose nsfs inode is `ns`.
-pub fn processes_in_pid_ns(ns: u64) -> Vec<i32> {
+/// The host pids of the processes in the namespace of `kind` (`pid`, `uts`, `ipc`, …) whose
+/// nsfs inode is `ns`.
+pub fn processes_in_ns(kind: &str, ns: u64) -> Vec<i32> {
     pids()
         .into_iter()
-        .filter(|pid| ns_inode(Path::new(&format!("/proc/{pid}/ns/pid"))) == Some(ns))
+        .filter(|pid| ns_inode(Path::new(&format!("/proc/{pid}/ns/{kind}"))) == Some(ns))
         .collect()
+}
+
+/// SIGKILLs each process; one that exited meanwhile is no error.
+pub fn kill_all(pids: &[i32]) {
+    for &pid in pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
 }
 
 /// A program the checker runs and talks to: it waits for `key=value` lines on the
@@ -214,7 +260,8 @@ mod tests {
             parse_mountinfo_line(line),
             Some(Mount {
                 mount_point: PathBuf::from("/var/lib/my dir/ns/uts"),
-                fstype: "nsfs".into()
+                fstype: "nsfs".into(),
+                root: "/".into()
             })
         );
     }

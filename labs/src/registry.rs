@@ -1,7 +1,7 @@
 //! Every lab of the course, in order: those this build implements, and those it does not yet,
 //! which `lab list` shows with what they will need, so nothing is faked.
 
-use crate::lab::{memory, pidns, pids};
+use crate::lab::{memory, pidns, pids, userns, utsipc};
 use crate::{Lab, Lang, Need};
 use isolab_runtime::host::NamespaceKind;
 
@@ -92,18 +92,6 @@ static LAB2: Planned = planned(
     45,
     &[Need::Root, Need::Namespace(NamespaceKind::Mnt)],
 );
-static LAB3: Planned = planned(
-    3,
-    "UTS and IPC namespaces",
-    "UTS 与 IPC 命名空间",
-    30,
-    &[
-        Need::Root,
-        Need::Namespace(NamespaceKind::Uts),
-        Need::Namespace(NamespaceKind::Ipc),
-        Need::Command("ipcmk"),
-    ],
-);
 static LAB4: Planned = planned(
     4,
     "Network namespace: bridges and veth pairs",
@@ -114,13 +102,6 @@ static LAB4: Planned = planned(
         Need::Namespace(NamespaceKind::Net),
         Need::Command("ip"),
     ],
-);
-static LAB5: Planned = planned(
-    5,
-    "User namespace: container root versus host root",
-    "用户命名空间：容器里的 root 与宿主机的 root",
-    30,
-    &[Need::Root, Need::Namespace(NamespaceKind::User)],
 );
 static LAB7: Planned = planned(
     7,
@@ -165,9 +146,9 @@ pub fn entries() -> [Entry; 14] {
     [
         Entry::Ready(&pidns::LAB),
         Entry::Planned(&LAB2),
-        Entry::Planned(&LAB3),
+        Entry::Ready(&utsipc::LAB),
         Entry::Planned(&LAB4),
-        Entry::Planned(&LAB5),
+        Entry::Ready(&userns::LAB),
         Entry::Ready(&memory::LAB),
         Entry::Planned(&LAB7),
         Entry::Ready(&pids::LAB),

@@ -75,3 +75,14 @@ impl Workspace {
         }
     }
 }
+
+/// 16 random hex digits: what a lab writes at start and looks for later, so that a file
+/// made before the lab started (or copied from another attempt) cannot pass.
+pub fn nonce() -> Result<String, LabError> {
+    let path = "/dev/urandom";
+    let mut bytes = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut bytes))
+        .map_err(LabError::io("reading", path))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}

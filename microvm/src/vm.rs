@@ -560,10 +560,13 @@ pub fn stop_requested() -> Option<i32> {
     }
 }
 
-/// Forgets the stop signal received: the guest's own handler took it (see
-/// `mini::signal`), so the VM runs on; a further signal stops it again.
-pub fn clear_stop_request() {
-    STOP.store(0, Ordering::SeqCst);
+/// The stop signal received since the last call, if any: a guest kind that passes it on
+/// to the guest (see `mini::signal`) takes it, so that only a further one stops the VM.
+pub fn take_stop_request() -> Option<i32> {
+    match STOP.swap(0, Ordering::SeqCst) {
+        0 => None,
+        signal => Some(signal),
+    }
 }
 
 /// Blocks `signals` on this thread until dropped, restoring the previous mask.

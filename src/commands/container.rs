@@ -45,7 +45,7 @@ pub fn ps(args: PsArgs) -> Result<(), Failure> {
     } else {
         write_table(&mut out, &containers)
     };
-    written.map_err(|e| coded(e))
+    written.map_err(coded)
 }
 
 fn write_table(out: &mut impl Write, containers: &[State]) -> std::io::Result<()> {
@@ -144,7 +144,7 @@ pub fn logs(args: NameArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::Coded(125, anyhow!("reading the log {}: {e}", path.display())))?;
     std::io::copy(&mut file, &mut std::io::stdout().lock())
         .map(drop)
-        .map_err(|e| coded(e))
+        .map_err(coded)
 }
 
 #[derive(Debug, Args)]

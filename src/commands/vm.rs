@@ -23,11 +23,11 @@
 //! - 128+n: the workload died of signal n: a CPU exception in the guest is reported as
 //!   Linux would (page fault or #GP → 139 SIGSEGV, invalid opcode → 132 SIGILL, divide
 //!   error → 136 SIGFPE, int3 → 133 SIGTRAP), and `abort()` gives 134 SIGABRT;
-//! - 143 / 130: isolab received SIGTERM / SIGINT and the workload could not take it: the
-//!   vCPU was stopped (kicked out of KVM_RUN through `immediate_exit`) and the VM torn
-//!   down. A workload blocked waiting for signals (`pause`, `sigsuspend`) with a handler
-//!   for it gets the signal instead, as it would natively: `idle` then ends by itself with
-//!   its own status (0);
+//! - 143 / 130: isolab received SIGTERM / SIGINT and the workload has no handler for it
+//!   (or it was the second one): the vCPU was stopped (kicked out of KVM_RUN through
+//!   `immediate_exit`) and the VM torn down. A workload with a handler gets the signal
+//!   when it next waits for signals (`pause`, `sigsuspend`), as it would natively: `idle`
+//!   then ends by itself with its own status (0);
 //! - 2: bad options (as for every isolab command).
 //!
 //! Every failure other than the workload's own exit prints one line on stderr.
@@ -204,6 +204,10 @@ fn run_linux(args: RunArgs) -> Result<(), Failure> {
     let run = linux::run(&config).map_err(linux_failure)?;
     if args.explain {
         eprint!("{}", run.explanation);
+        eprintln!("port I/O exits by port (reads, writes):");
+        for (port, count) in &run.ports {
+            eprintln!("  {port:#06x} {:>7} {:>7}", count.reads, count.writes);
+        }
         eprintln!("outcome: {:?}", run.outcome);
     }
     let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);

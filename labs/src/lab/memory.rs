@@ -160,14 +160,15 @@ impl Lab for MemoryLab {
         // The OOM kill is counted as the process dies; give the counter a moment.
         std::thread::sleep(Duration::from_millis(100));
         let kills = cg.keyed(oom_file(&cg), "oom_kill").unwrap_or(0);
-        let filled = ANSWERS
-            .replace("limit_file =", &format!("limit_file = {}", limit_file(&cg)))
-            .replace(
-                "other_version_file =",
-                &format!("other_version_file = {}", other_file(&cg)),
-            )
-            .replace("limit_bytes =", &format!("limit_bytes = {LIMIT}"))
-            .replace("oom_kills =", &format!("oom_kills = {kills}"));
+        let filled = answers::fill(
+            ANSWERS,
+            &[
+                ("limit_file", limit_file(&cg).to_owned()),
+                ("other_version_file", other_file(&cg).to_owned()),
+                ("limit_bytes", LIMIT.to_string()),
+                ("oom_kills", kills.to_string()),
+            ],
+        );
         ws.write(answers::FILE, &filled)
     }
 }

@@ -4,6 +4,8 @@
 pub mod memory;
 pub mod pidns;
 pub mod pids;
+pub mod userns;
+pub mod utsipc;
 
 use crate::error::LabError;
 use crate::{Lab, StepResult, Workspace};

@@ -116,19 +116,13 @@ impl Lab for PidNamespaceLab {
     fn apply_solution(&self, ws: &Workspace) -> Result<(), LabError> {
         ws.write(SOURCE, REFERENCE)?;
         let run = observe_run_built(ws)?;
-        let procs = run.in_child_ns.to_string();
-        let filled = ANSWERS
-            .replace(
-                "pid_seen_by_child =",
-                &format!(
-                    "pid_seen_by_child = {}",
-                    run.printed_pid.unwrap_or_default()
-                ),
-            )
-            .replace(
-                "processes_visible =",
-                &format!("processes_visible = {procs}"),
-            );
+        let filled = answers::fill(
+            ANSWERS,
+            &[
+                ("pid_seen_by_child", run.printed_pid.unwrap_or_default()),
+                ("processes_visible", run.in_child_ns.to_string()),
+            ],
+        );
         ws.write(answers::FILE, &filled)
     }
 }
@@ -166,7 +160,7 @@ fn observe_run(binary: &Path) -> Result<Run, LabError> {
         child,
         child_ns,
         nspid: child.and_then(|c| observe::status_field(c, "NSpid")),
-        in_child_ns: child_ns.map_or(0, |ns| observe::processes_in_pid_ns(ns).len()),
+        in_child_ns: child_ns.map_or(0, |ns| observe::processes_in_ns("pid", ns).len()),
     };
     program.finish(Duration::from_secs(3));
     Ok(run)
@@ -199,8 +193,8 @@ fn grade(run: &Run) -> Vec<StepResult> {
             new_ns,
             format!(
                 "host /proc/self/ns/pid inode {}; child {child}'s /proc/{child}/ns/pid inode {}",
-                inode(host_ns),
-                inode(run.child_ns)
+                observe::show_inode(host_ns),
+                observe::show_inode(run.child_ns)
             ),
             "pass CLONE_NEWPID in clone()'s flags: without it the child shares the host's PID namespace",
         ),
@@ -225,10 +219,6 @@ fn grade(run: &Run) -> Vec<StepResult> {
             "/proc still shows the host's PID namespace: in the child, make mounts private (MS_REC|MS_PRIVATE on /) and mount a new proc on /proc; clone with CLONE_NEWNS so this stays in the child",
         ),
     ]
-}
-
-fn inode(ns: Option<u64>) -> String {
-    ns.map_or_else(|| "(unreadable)".into(), |n| n.to_string())
 }
 
 /// The last lines of compiler output, enough to show the first error.

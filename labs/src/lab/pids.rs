@@ -136,9 +136,13 @@ impl Lab for PidsLab {
         let refused = cg.keyed("pids.events", "max").unwrap_or(0);
         cg.kill_all();
         let _ = shell.wait();
-        let filled = ANSWERS
-            .replace("pids_max =", &format!("pids_max = {MAX}"))
-            .replace("refused_forks =", &format!("refused_forks = {refused}"));
+        let filled = answers::fill(
+            ANSWERS,
+            &[
+                ("pids_max", MAX.to_string()),
+                ("refused_forks", refused.to_string()),
+            ],
+        );
         ws.write(answers::FILE, &filled)
     }
 }

@@ -1,12 +1,14 @@
 //! The guest's legacy devices, emulated in the monitor: a 16550 UART at 0x3f8 (vm-superio;
-//! its interrupt is an eventfd wired to GSI 4 of the in-kernel irqchip) and the part of an
-//! i8042 that a reboot uses, so that the guest's reset (`reboot=k`: 0xfe to port 0x64)
-//! ends the VM cleanly. Everything else on the port bus reads as a floating bus (0xff).
+//! its interrupt is an eventfd wired to GSI 4 of the in-kernel irqchip) and an i8042
+//! keyboard controller with nothing attached ([`I8042`]): enough for Linux's probe to
+//! finish at once and for its reset (`reboot=k`: 0xfe to port 0x64) to end the VM.
+//! Everything else on the port bus reads as a floating bus (0xff).
 //!
 //! The console is also the boot marker: the UART receives every byte the guest prints,
 //! so the monitor time-stamps the guest's first console line and the `ISOLAB-READY` line
 //! at the very port write that completes them — no extra device or guest change needed.
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
@@ -17,8 +19,6 @@ pub const SERIAL_BASE: u16 = 0x3f8;
 pub const SERIAL_IRQ: u32 = 4;
 const I8042_DATA: u16 = 0x60;
 const I8042_COMMAND: u16 = 0x64;
-/// The i8042 command that pulses the CPU reset line.
-const I8042_RESET: u8 = 0xfe;
 /// The line the workload prints once it runs.
 pub const READY: &str = "ISOLAB-READY";
 
@@ -105,19 +105,28 @@ impl Write for Console {
     }
 }
 
+/// How often the guest read and wrote each port: every access is a VM exit, so this is
+/// where a boot's exits go.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PortCount {
+    pub reads: u64,
+    pub writes: u64,
+}
+
 /// The port bus.
 #[derive(Debug)]
 pub struct Devices {
     pub serial: Serial<IrqTrigger, NoEvents, Console>,
-    /// The guest asked for a reset through the i8042.
-    pub reset: bool,
+    pub i8042: I8042,
+    pub ports: BTreeMap<u16, PortCount>,
 }
 
 impl Devices {
     pub fn new(irq: EventFd, console: Console) -> Self {
         Devices {
             serial: Serial::new(IrqTrigger(irq), console),
-            reset: false,
+            i8042: I8042::default(),
+            ports: BTreeMap::new(),
         }
     }
 
@@ -125,29 +134,145 @@ impl Devices {
         self.serial.writer()
     }
 
+    /// The guest asked for a reset through the i8042.
+    pub fn reset(&self) -> bool {
+        self.i8042.reset
+    }
+
     /// A guest `out`.
     pub fn port_write(&mut self, port: u16, data: &[u8]) {
+        self.ports.entry(port).or_default().writes += 1;
         let Some(&value) = data.first() else { return };
         match port {
             SERIAL_BASE..=0x3ff => {
                 // A failed interrupt (eventfd full) only delays the guest's console.
                 let _ = self.serial.write((port - SERIAL_BASE) as u8, value);
             }
-            I8042_COMMAND if value == I8042_RESET => self.reset = true,
+            I8042_COMMAND => self.i8042.command(value),
+            I8042_DATA => self.i8042.data(value),
             _ => {}
         }
     }
 
     /// A guest `in`: fills `data`.
     pub fn port_read(&mut self, port: u16, data: &mut [u8]) {
+        self.ports.entry(port).or_default().reads += 1;
         let value = match port {
             SERIAL_BASE..=0x3ff => self.serial.read((port - SERIAL_BASE) as u8),
-            // Status: both buffers empty, so the kernel's reset path writes at once;
-            // data: nothing pending.
-            I8042_COMMAND | I8042_DATA => 0,
+            I8042_COMMAND => self.i8042.status(),
+            I8042_DATA => self.i8042.read_data(),
             _ => 0xff,
         };
         data.fill(value);
+    }
+}
+
+/// An i8042 keyboard controller with no keyboard or mouse attached.
+///
+/// Linux reads the command byte (CTR) at boot, polling the status register up to 10,000
+/// times (half a second, one exit each) for the reply; a controller that never answers
+/// costs that wait and the "Can't read CTR" line. This one answers every command Linux's
+/// probe, self-test and reset use at the moment it is written, so the input buffer is
+/// always empty and replies are there on the first poll. It raises no interrupts: with
+/// nothing attached the output buffer only ever holds command replies, which Linux polls
+/// for (keyboard interrupts on, it reads them before they could matter).
+#[derive(Debug)]
+pub struct I8042 {
+    /// The command byte (CTR), as a BIOS leaves it.
+    ctr: u8,
+    /// The reply waiting for a read of the data port.
+    output: Option<u8>,
+    /// A command that takes its parameter from the next data-port write.
+    pending: Option<u8>,
+    /// Status bit 3: the last write went to the command port.
+    last_was_command: bool,
+    /// The guest pulsed the CPU reset line.
+    pub reset: bool,
+}
+
+/// Status register bits.
+const STR_OBF: u8 = 0x01;
+const STR_SYS: u8 = 0x04;
+const STR_CMDDAT: u8 = 0x08;
+/// The keyboard is not inhibited (the key lock is open).
+const STR_KEYLOCK: u8 = 0x10;
+/// CTR bits.
+const CTR_KBDINT: u8 = 0x01;
+const CTR_SYS: u8 = 0x04;
+const CTR_KBDDIS: u8 = 0x10;
+const CTR_AUXDIS: u8 = 0x20;
+const CTR_XLATE: u8 = 0x40;
+/// Commands.
+const CMD_READ_CTR: u8 = 0x20;
+const CMD_WRITE_CTR: u8 = 0x60;
+const CMD_AUX_DISABLE: u8 = 0xa7;
+const CMD_AUX_ENABLE: u8 = 0xa8;
+const CMD_SELF_TEST: u8 = 0xaa;
+const CMD_KBD_TEST: u8 = 0xab;
+const CMD_KBD_DISABLE: u8 = 0xad;
+const CMD_KBD_ENABLE: u8 = 0xae;
+const CMD_WRITE_OUTPUT_PORT: u8 = 0xd1;
+/// Pulse the CPU reset line (output port bit 0).
+const CMD_RESET: u8 = 0xfe;
+const SELF_TEST_PASSED: u8 = 0x55;
+const INTERFACE_TEST_PASSED: u8 = 0x00;
+/// Output port bit 0: low holds the CPU in reset.
+const OUTPUT_PORT_NOT_RESET: u8 = 0x01;
+
+impl Default for I8042 {
+    fn default() -> Self {
+        I8042 {
+            ctr: CTR_KBDINT | CTR_SYS | CTR_AUXDIS | CTR_XLATE,
+            output: None,
+            pending: None,
+            last_was_command: false,
+            reset: false,
+        }
+    }
+}
+
+impl I8042 {
+    /// Port 0x64, read. The input buffer is never full: every write is handled at once.
+    fn status(&self) -> u8 {
+        let obf = if self.output.is_some() { STR_OBF } else { 0 };
+        let cmd = if self.last_was_command { STR_CMDDAT } else { 0 };
+        obf | STR_SYS | cmd | STR_KEYLOCK
+    }
+
+    /// Port 0x60, read: the waiting reply, or 0 when there is none.
+    fn read_data(&mut self) -> u8 {
+        self.output.take().unwrap_or(0)
+    }
+
+    /// Port 0x64, write.
+    fn command(&mut self, command: u8) {
+        self.last_was_command = true;
+        self.pending = None;
+        match command {
+            CMD_READ_CTR => self.output = Some(self.ctr),
+            CMD_WRITE_CTR | CMD_WRITE_OUTPUT_PORT => self.pending = Some(command),
+            CMD_AUX_DISABLE => self.ctr |= CTR_AUXDIS,
+            CMD_AUX_ENABLE => self.ctr &= !CTR_AUXDIS,
+            CMD_KBD_DISABLE => self.ctr |= CTR_KBDDIS,
+            CMD_KBD_ENABLE => self.ctr &= !CTR_KBDDIS,
+            CMD_SELF_TEST => self.output = Some(SELF_TEST_PASSED),
+            CMD_KBD_TEST => self.output = Some(INTERFACE_TEST_PASSED),
+            CMD_RESET => self.reset = true,
+            // The rest (aux tests and loopback, password, mux) concern devices that are
+            // not there: they get no reply, as from a controller without them.
+            _ => {}
+        }
+    }
+
+    /// Port 0x60, write: a command's parameter, else a byte for the (absent) keyboard,
+    /// which no one receives.
+    fn data(&mut self, value: u8) {
+        self.last_was_command = false;
+        match self.pending.take() {
+            Some(CMD_WRITE_CTR) => self.ctr = value,
+            Some(CMD_WRITE_OUTPUT_PORT) if value & OUTPUT_PORT_NOT_RESET == 0 => self.reset = true,
+            _ => {}
+        }
     }
 }
 
@@ -184,14 +309,66 @@ mod tests {
         let mut dev = devices();
         let mut status = [0xaa];
         dev.port_read(I8042_COMMAND, &mut status);
-        assert_eq!(status, [0]);
-        dev.port_write(I8042_COMMAND, &[0xd1]);
-        assert!(!dev.reset);
-        dev.port_write(I8042_COMMAND, &[I8042_RESET]);
-        assert!(dev.reset);
+        assert_eq!(status[0] & 0x03, 0, "both buffers empty: {status:?}");
+        dev.port_write(I8042_COMMAND, &[CMD_WRITE_OUTPUT_PORT]);
+        assert!(!dev.reset());
+        dev.port_write(I8042_COMMAND, &[CMD_RESET]);
+        assert!(dev.reset());
         let mut floating = [0; 2];
         dev.port_read(0x2f8, &mut floating);
         assert_eq!(floating, [0xff, 0xff]);
+        assert_eq!(
+            dev.ports[&I8042_COMMAND],
+            PortCount {
+                reads: 1,
+                writes: 2
+            }
+        );
+    }
+
+    #[test]
+    fn writing_the_output_port_with_bit_0_clear_resets() {
+        let mut dev = devices();
+        dev.port_write(I8042_COMMAND, &[CMD_WRITE_OUTPUT_PORT]);
+        dev.port_write(I8042_DATA, &[0xdf]);
+        assert!(!dev.reset());
+        dev.port_write(I8042_COMMAND, &[CMD_WRITE_OUTPUT_PORT]);
+        dev.port_write(I8042_DATA, &[0xde]);
+        assert!(dev.reset());
+    }
+
+    /// Linux's probe: read the CTR twice, write it back changed, read it again; the
+    /// reply is there on the first status poll each time.
+    #[test]
+    fn the_i8042_answers_linux_probe_at_once() {
+        let mut dev = devices();
+        let mut byte = [0];
+        let mut command = |dev: &mut Devices, cmd: u8| -> Option<u8> {
+            dev.port_write(I8042_COMMAND, &[cmd]);
+            dev.port_read(I8042_COMMAND, &mut byte);
+            (byte[0] & STR_OBF != 0).then(|| {
+                dev.port_read(I8042_DATA, &mut byte);
+                byte[0]
+            })
+        };
+        let ctr = command(&mut dev, CMD_READ_CTR).expect("a CTR");
+        assert_eq!(command(&mut dev, CMD_READ_CTR), Some(ctr));
+        assert_eq!(ctr & (CTR_SYS | CTR_AUXDIS), CTR_SYS | CTR_AUXDIS);
+        dev.port_write(I8042_COMMAND, &[CMD_WRITE_CTR]);
+        dev.port_write(I8042_DATA, &[ctr & !CTR_KBDINT]);
+        assert_eq!(command(&mut dev, CMD_READ_CTR), Some(ctr & !CTR_KBDINT));
+        assert_eq!(command(&mut dev, CMD_SELF_TEST), Some(SELF_TEST_PASSED));
+        assert_eq!(command(&mut dev, CMD_KBD_TEST), Some(INTERFACE_TEST_PASSED));
+        assert_eq!(command(&mut dev, CMD_KBD_DISABLE), None);
+        assert_eq!(
+            command(&mut dev, CMD_READ_CTR).map(|c| c & CTR_KBDDIS),
+            Some(CTR_KBDDIS)
+        );
+        // Nothing attached: the mux/aux probes get no reply, and nothing stays pending.
+        assert_eq!(command(&mut dev, 0xa9), None);
+        dev.port_read(I8042_COMMAND, &mut byte);
+        assert_eq!(byte[0] & STR_OBF, 0);
+        assert!(!dev.reset());
     }
 
     #[test]

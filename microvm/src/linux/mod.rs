@@ -26,6 +26,7 @@ pub mod devices;
 pub mod initramfs;
 pub mod mptable;
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,7 +41,7 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use crate::explain::{Explanation, Trace};
 use crate::host::KvmKind;
 use crate::vm::{self, Exit, Kicker, Vm, Watchdog, vcpu_err};
-use devices::{Console, Devices, SERIAL_IRQ};
+use devices::{Console, Devices, PortCount, SERIAL_IRQ};
 
 /// The monitor's part of the command line. `console=ttyS0 quiet`: the console is the only
 /// output, and every byte of it is an exit. `panic=-1 reboot=k`: see the module docs.
@@ -147,6 +148,8 @@ pub struct Run {
     /// The monitor process's PSS minus the guest RAM it backs.
     pub vmm_pss: Option<u64>,
     pub guest_ram_touched: Option<u64>,
+    /// Port I/O exits by port, all vCPUs together.
+    pub ports: BTreeMap<u16, PortCount>,
     /// The last console lines, for messages.
     pub console_tail: String,
     pub explanation: Explanation,
@@ -345,6 +348,7 @@ pub fn run(config: &Config) -> Result<Run, Error> {
         vmm_pss,
         guest_ram_touched: ram.map(|r| r.total),
         console_tail: console.tail(TAIL),
+        ports: devices.ports.clone(),
         explanation,
     })
 }
@@ -412,7 +416,7 @@ fn run_bsp(
                 let data = vm.io_data().to_vec();
                 let mut dev = devices.lock().unwrap_or_else(PoisonError::into_inner);
                 dev.port_write(port, &data);
-                if dev.reset {
+                if over(&dev) {
                     return Ok(ended(dev.console()));
                 }
             }
@@ -440,7 +444,7 @@ fn run_bsp(
             }
             Exit::Interrupted => {
                 let dev = devices.lock().unwrap_or_else(PoisonError::into_inner);
-                if dev.reset {
+                if over(&dev) {
                     return Ok(ended(dev.console()));
                 }
                 drop(dev);
@@ -486,7 +490,7 @@ fn run_ap(
             // before it resets, so an AP only waits to be told.
             _ => {}
         }
-        if dev.reset {
+        if over(&dev) {
             // The panicking CPU resets; vCPU 0 is then idle inside KVM and must be kicked
             // out to see it, until it has (it sets `stop`).
             drop(dev);
@@ -509,6 +513,20 @@ fn block_stop_signals() {
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
+}
+
+/// Whether the run is over: the guest reset, or its init exited. The latter is final at
+/// the panic line: what the kernel prints after it (a stack dump of the exit path, ~40
+/// lines, every byte an exit) tells nothing about the workload, so the VM ends there
+/// rather than at the reset that follows. Other panics run on to the reset, so the
+/// console tail keeps their stack dump.
+fn over(devices: &Devices) -> bool {
+    devices.reset()
+        || devices
+            .console()
+            .panic
+            .as_deref()
+            .is_some_and(|line| init_exit_status(line).is_some())
 }
 
 /// The outcome a reset (or a post-panic shutdown) means, read from the console.

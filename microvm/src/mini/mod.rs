@@ -22,8 +22,9 @@
 //!   emulator (tens of µs per call here) and still need exits for anything touching the
 //!   host (stdout, time, randomness).
 //! - **Signals from outside.** SIGTERM/SIGINT to the monitor reach a handler the program
-//!   installed while it waits for signals (`pause`, `sigsuspend`), through a Linux signal
-//!   frame ([`signal`]); otherwise they stop the VM ([`Outcome::Stopped`]).
+//!   installed once it waits for signals (`pause`, `sigsuspend`), through a Linux signal
+//!   frame ([`signal`]); without a handler, or at a second signal, they stop the VM
+//!   ([`Outcome::Stopped`]).
 //! - **Faults end the VM.** Every exception vector enters its own one-byte `hlt` stub, on
 //!   the TSS's ring-0 stack; the monitor recovers the vector from RIP and the faulting
 //!   context from the stack frame, and ends the run with a [`Crash`].
@@ -306,9 +307,15 @@ fn run_loop(
     let timed_out = || Outcome::TimedOut(timeout.unwrap_or_default());
     let (user_cs, user_ss) = (gdt::user_cs(), gdt::user_ss());
     let mut first_exit = true;
+    // A stop signal the program has a handler for waits here until the program blocks
+    // waiting for signals (see `signal` for why only then); a second one stops the VM.
+    let mut pending = None;
     loop {
-        if let Some(signal) = vm::stop_requested() {
-            return Ok(Outcome::Stopped(signal));
+        if let Some(signal) = vm::take_stop_request() {
+            if pending.is_some() || !kernel.handles(signal) {
+                return Ok(Outcome::Stopped(signal));
+            }
+            pending = Some(signal);
         }
         if watchdog.expired() {
             return Ok(timed_out());
@@ -369,13 +376,16 @@ fn run_loop(
             // Nothing inside can wake the program: wait for the watchdog or a stop signal,
             // which its handler, if it installed one, receives; the wait returns EINTR.
             Action::Block => {
-                let Some(signal) = vm::sleep_until_stopped(watchdog) else {
-                    return Ok(timed_out());
+                let signal = match pending.take() {
+                    Some(signal) => signal,
+                    None => match vm::sleep_until_stopped(watchdog) {
+                        Some(signal) => vm::take_stop_request().unwrap_or(signal),
+                        None => return Ok(timed_out()),
+                    },
                 };
                 let Some(handler) = kernel.take_handler(signal) else {
                     return Ok(Outcome::Stopped(signal));
                 };
-                vm::clear_stop_request();
                 deliver = Some((signal, handler));
                 (-i64::from(libc::EINTR)) as u64
             }

@@ -3,13 +3,14 @@
 //! (signal, &siginfo, &ucontext), and `rt_sigreturn` (reached through the handler's
 //! `sa_restorer`) restoring the interrupted context from the frame.
 //!
-//! The monitor only delivers while the program is blocked waiting for a signal (`pause`,
-//! `sigsuspend`, as the `idle` workload does): the interrupted context is then a system
-//! call's return, after which the SysV ABI has every vector register caller-saved, so the
-//! frame carries no FPU state (`fpstate` is NULL) and no XSAVE has to be read out of KVM. A
-//! signal arriving while the program computes stops the VM instead (see
-//! [`super::Outcome::Stopped`]). The alternate signal stack is not used: `sigaltstack`
-//! reports it disabled.
+//! The monitor only delivers when the program blocks waiting for a signal (`pause`,
+//! `sigsuspend`, as the `idle` workload does); until then the signal stays pending, as a
+//! blocked one would on Linux. The interrupted context is then the return of a libc wrapper
+//! call, after which the SysV ABI has every vector register caller-saved, so the frame
+//! carries no FPU state (`fpstate` is NULL) and no XSAVE has to be read out of KVM. A
+//! signal the program has no handler for, or a second one while one is pending, stops the
+//! VM instead (see [`super::Outcome::Stopped`]). The alternate signal stack is not used:
+//! `sigaltstack` reports it disabled.
 
 use kvm_bindings::kvm_regs;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};

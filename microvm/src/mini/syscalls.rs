@@ -760,14 +760,21 @@ impl Kernel {
         self.put_opt(vm, old, &previous.to_bytes())
     }
 
+    /// Whether the program installed a handler for `signal`.
+    pub fn handles(&self, signal: i32) -> bool {
+        self.action(signal).is_some_and(|a| a.runs_handler())
+    }
+
+    fn action(&self, signal: i32) -> Option<SigAction> {
+        let slot = usize::try_from(signal).ok()?.checked_sub(1)?;
+        self.actions.get(slot).copied()
+    }
+
     /// The handler to run for `signal`, if the program installed one; a one-shot
     /// (SA_RESETHAND) handler reverts to the default as it is taken.
     pub fn take_handler(&mut self, signal: i32) -> Option<SigAction> {
-        let slot = usize::try_from(signal).ok()?.checked_sub(1)?;
-        let action = *self.actions.get(slot)?;
-        if !action.runs_handler() {
-            return None;
-        }
+        let action = self.action(signal).filter(SigAction::runs_handler)?;
+        let slot = signal as usize - 1;
         if action.resets() {
             self.actions[slot] = SigAction::default();
         }
