@@ -211,11 +211,21 @@ fn starter_fails_solution_passes_reset_cleans(id: u32) {
     let bound = bound_namespaces(dir.path());
     let mut left = bound.first().map(|(path, ns)| {
         let kind = ns.split(':').next().unwrap();
-        std::process::Command::new("nsenter")
+        let child = std::process::Command::new("nsenter")
             .arg(format!("--{kind}={path}"))
             .args(["sleep", "300"])
             .spawn()
-            .unwrap()
+            .unwrap();
+        let link = format!("/proc/{}/ns/{kind}", child.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::fs::read_link(&link).is_ok_and(|l| l.to_string_lossy() != *ns) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nsenter never joined {ns}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        child
     });
     let namespaces: Vec<String> = bound.into_iter().map(|(_, ns)| ns).collect();
     isolab(dir.path())
@@ -234,7 +244,9 @@ fn starter_fails_solution_passes_reset_cleans(id: u32) {
         "lab {id}: processes remain in the namespaces its workspace held: {namespaces:?}"
     );
     if let Some(left) = left.as_mut() {
-        assert!(!left.wait().unwrap().success(), "reset did not end it");
+        use std::os::unix::process::ExitStatusExt;
+        let status = left.wait().unwrap();
+        assert_eq!(status.signal(), Some(9), "reset did not kill it: {status}");
     }
 }
 
