@@ -35,6 +35,16 @@
 //!
 //! Each system call costs one ring-3 → ring-0 transition plus one exit; `cpuid` traps to
 //! the host kernel. Everything a program does between system calls runs at native speed.
+//! Measured (`--explain`, `syscall` mode, release build): ~2.5 µs of each call is the
+//! monitor serving it, the rest (30–100 µs, with the host's load) is PVM's exit path
+//! inside `KVM_RUN`; `cpu` runs within 1 % of native.
+//!
+//! # Standard KVM
+//!
+//! The same code runs unchanged on VMX/SVM, where `syscall` enters real ring 0 and LSTAR's
+//! `hlt` exits at once (see `entry_kind`); `tests/sandbox_mini.rs` runs every workload
+//! mode, the timeout, SIGTERM, a crash and `--explain` on SVM with NPT in the sandbox and
+//! compares each with the native run.
 
 pub mod arena;
 pub mod gdt;
