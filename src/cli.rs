@@ -3,8 +3,8 @@
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    bench, compare, container, doctor, image, kernel, lab, measure, plan, report, run, sandbox,
-    setup, vm,
+    bench, changes, compare, container, doctor, image, kernel, lab, measure, plan, report, run,
+    sandbox, setup, vm,
 };
 
 /// Container or VM? Measurements instead of folklore.
@@ -30,7 +30,7 @@ pub enum Command {
     /// How many containers and VMs of a workload fit a host, from measured overheads.
     Plan(plan::PlanArgs),
     /// Run a command in a new container and return its exit status (or start it with -d).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// List containers: running ones (detached and foreground), with --all exited ones too.
     Ps(container::PsArgs),
     /// Run a command in a running container, hardened as its own command was.
@@ -52,6 +52,10 @@ pub enum Command {
     Supervise(container::SuperviseArgs),
     /// The image store: import, build, list, remove, inspect, export, disk use.
     Image(image::ImageArgs),
+    /// List what a container started from an image changed: A(dded), C(hanged), D(eleted).
+    Diff(changes::DiffArgs),
+    /// Make a container's changes a new layer: a new image NAME on top of its image.
+    Commit(changes::CommitArgs),
     /// Boot and run micro-VMs.
     Vm(vm::VmArgs),
     /// Guest kernels for Linux VMs: fetch Debian's cloud kernel into the cache.

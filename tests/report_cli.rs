@@ -168,3 +168,17 @@ fn plan_prints_table_and_json() {
         .code(2)
         .stderr(predicate::str::contains("12Q"));
 }
+
+#[test]
+fn plan_prefers_a_density_run_and_names_it() {
+    isolab()
+        .arg("plan")
+        .arg(fixture("ready.json"))
+        .arg(fixture("density.json"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "unshare overhead from density: host memory slope",
+        ))
+        .stdout(predicate::str::contains("density.json"));
+}

@@ -5,16 +5,14 @@
 //! Needs root, the workload binary built next to isolab (`cargo build -p isolab-workload`),
 //! and /bin/busybox (Debian's busybox-static; `isolab setup` installs it).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use serde_json::Value;
-
-/// One container at a time: the leftover checks compare host state before and after.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 const DOCKER_DEFAULT_CAPS: &str = "00000000a80425fb";
 
@@ -69,36 +67,46 @@ impl Rootfs {
     }
 }
 
-/// Host state a container must not change: the mounts, and the processes living in
-/// other PID namespaces (a leaked container process would be one).
+/// Host state the container `name` must not change: mounts where a container's root lives
+/// (isolab mounts nothing elsewhere), and processes in other PID namespaces that are in its
+/// cgroup (a leaked container process would be one). Other work on the host starts and
+/// ends containers of its own meanwhile; those are not looked at.
 #[derive(Debug, PartialEq, Eq)]
 struct HostState {
     mountinfo: Vec<String>,
     namespaced: Vec<i32>,
 }
 
-fn host_state() -> HostState {
+fn host_state(name: &str) -> HostState {
+    let temp = std::env::temp_dir();
     let mut mountinfo: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|point| Path::new(point).starts_with(&temp))
+        })
         .map(str::to_string)
         .collect();
     mountinfo.sort();
     HostState {
         mountinfo,
-        namespaced: in_other_pid_namespaces(),
+        namespaced: in_other_pid_namespaces(name),
     }
 }
 
-fn in_other_pid_namespaces() -> Vec<i32> {
+fn in_other_pid_namespaces(name: &str) -> Vec<i32> {
     let ours = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    let cgroup = format!("/isolab/{name}\n");
     let mut pids: Vec<i32> = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|entry| {
             let pid = entry.file_name().to_string_lossy().parse().ok()?;
             let ns = std::fs::read_link(entry.path().join("ns/pid")).ok()?;
-            (ns != ours).then_some(pid)
+            let joined = std::fs::read_to_string(entry.path().join("cgroup")).ok()?;
+            (ns != ours && joined.contains(&cgroup)).then_some(pid)
         })
         .collect();
     pids.sort();
@@ -118,8 +126,8 @@ fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
 
 /// Runs `isolab run --name NAME ARGS...` and checks that it left nothing behind.
 fn run(name: &str, args: &[&str]) -> Output {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let before = host_state();
+    let _serial = common::serial("run-isolation-tests");
+    let before = host_state(name);
     let output = Command::cargo_bin("isolab")
         .unwrap()
         .args(["run", "--name", name])
@@ -128,7 +136,7 @@ fn run(name: &str, args: &[&str]) -> Output {
         .output()
         .unwrap();
     assert_eq!(
-        host_state(),
+        host_state(name),
         before,
         "isolab run {args:?} changed host state"
     );
@@ -305,7 +313,7 @@ fn the_commands_status_passes_through() {
 
 #[test]
 fn sigterm_is_forwarded_to_the_container() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = common::serial("run-isolation-tests");
     let rootfs = Rootfs::new();
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("isolab"))
         .args([
@@ -493,13 +501,20 @@ fn explain_logs_each_step_with_a_time_stamp() {
         "umount2(\".\", MNT_DETACH)",
         "mount(\"proc\"",
         "= \"67108864\"",
-        "cgroup.procs",
         "PR_CAPBSET_DROP",
         "seccomp(SECCOMP_SET_MODE_FILTER",
         "execve(\"/bin/true\"",
     ] {
         assert!(err.contains(step), "missing {step:?} in:\n{err}");
     }
+    // How the init gets into its cgroup: it moves itself (v1), clone3 creates it there
+    // (v2), or the parent moves it.
+    assert!(
+        ["/tasks\" = \"0\"", "CLONE_INTO_CGROUP", "cgroup.procs"]
+            .iter()
+            .any(|step| err.contains(step)),
+        "no cgroup placement in:\n{err}"
+    );
     assert!(
         err.lines()
             .all(|l| l.starts_with('[') && l.contains(" µs] ")),

@@ -240,6 +240,73 @@ fn the_runtime_limits_memory_on_pure_cgroup_v2() {
     );
 }
 
+/// One boot, the runtime's cgroup v2 paths end to end: the memory limit ends in a reported
+/// OOM kill, the pids limit stops a fork loop, the CPU quota throttles, and a detached
+/// container takes `exec`, `stats` and `rm -f` and leaves no record, cgroup or process.
+#[test]
+fn the_runtime_enforces_limits_and_cleans_up_on_pure_cgroup_v2() {
+    let out = run(&sh(
+        r#"B=/root/rootfs
+        mkdir -p $B/bin && cp /bin/busybox $B/bin/ && cp /usr/local/bin/isolab-workload $B/
+        for a in sh sleep cat; do ln -s busybox $B/bin/$a; done
+        isolab run --name oom --rootfs $B --memory 32M -- /isolab-workload mem --mib 128 >/dev/null
+        echo oom=$?
+        isolab run --name forks --rootfs $B --pids-limit 16 -- /bin/sh -c \
+          '(while :; do sleep 100 & done) 2>/dev/null; read m < /sys/fs/cgroup/pids.max; echo pids.max=$m'
+        echo forks=$?
+        isolab run --name cpu --rootfs $B --cpus 0.2 -- /bin/sh -c \
+          '/isolab-workload cpu --iters 200000 >/dev/null; cat /sys/fs/cgroup/cpu.stat' | grep throttled_usec
+        isolab run -d --name det --rootfs $B --memory 64M --pids-limit 32 -- /bin/sleep 1000
+        echo enabled=$(cat /sys/fs/cgroup/isolab/cgroup.subtree_control)
+        isolab exec det -- /bin/sh -c 'echo exec=$(cat /proc/1/cmdline | tr "\0" " ")'
+        isolab stats --json det | tr -d ' \n'; echo
+        isolab rm -f det && echo rm=$?
+        echo left=$(ls /run/isolab)/$(ls -d /sys/fs/cgroup/isolab/*/ 2>/dev/null)/$(pidof sleep)"#,
+    )
+    .isolab_binaries(&bin_dir()));
+    let stdout = out.stdout_text();
+    let stderr = out.stderr_text();
+    assert_eq!(out.status, 0, "{stdout}\n{stderr}");
+    let value = |key: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in {stdout}\n{stderr}"))
+            .to_string()
+    };
+    assert_eq!(value("oom="), "137");
+    assert!(
+        stderr.contains("isolab: container oom was OOM-killed (memory limit 32M)"),
+        "{stderr}"
+    );
+    assert_eq!(value("pids.max="), "16");
+    assert_eq!(value("forks="), "0");
+    let throttled: u64 = value("throttled_usec ").parse().unwrap();
+    assert!(throttled > 0, "{stdout}");
+    // The controllers are enabled top-down through cgroup.subtree_control.
+    let enabled = value("enabled=");
+    for controller in ["cpu", "memory", "pids"] {
+        assert!(enabled.split(' ').any(|c| c == controller), "{enabled}");
+    }
+    assert_eq!(value("exec="), "/bin/sleep 1000");
+    let stats: serde_json::Value = serde_json::from_str(
+        stdout
+            .lines()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("stats: {e}\n{stdout}"));
+    assert_eq!(stats["memory_limit_bytes"], 64 << 20, "{stats}");
+    assert_eq!(stats["pids_limit"], 32, "{stats}");
+    assert!(stats["pids_current"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(value("rm="), "0");
+    assert_eq!(
+        value("left="),
+        "//",
+        "records/cgroups/sleep pids left behind"
+    );
+}
+
 #[test]
 fn prepare_is_idempotent_and_says_so() {
     sandbox();

@@ -134,6 +134,7 @@ pub fn run(config: &DensityConfig) -> Result<Outcome, BenchError> {
         runs_per_target: config.count,
         warmup: 0,
         targets: results,
+        footprint: None,
     };
     let stem = free_stem(&config.out_dir, "density", &results.host.date, Mode::Idle);
     let files = write_results(&results, &config.out_dir, &stem)?;

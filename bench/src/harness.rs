@@ -179,6 +179,7 @@ pub fn run(config: &BenchConfig) -> Result<Outcome, BenchError> {
                 density: None,
             })
             .collect(),
+        footprint: None,
     };
 
     let stem = free_stem(&config.out_dir, "bench", &results.host.date, config.mode);

@@ -3,16 +3,21 @@
 //! way), plus busybox when the host has it; and, for runc, an OCI bundle whose config.json
 //! asks for the isolation `isolab run` gives by default.
 //!
+//! Docker and Podman get the same root filesystem as an image, imported once per workload
+//! build: [`import_image`].
+//!
 //! Differences from `isolab run` that runc 1.1 cannot close: no time namespace (runc 1.2
 //! adds it), and no seccomp filter (runc applies none of its own; Docker passes its profile
 //! in config.json, which needs syscall names isolab's BPF builder does not keep).
 
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use isolab_runtime::container::{DEFAULT_PATH, defaults};
+use isolab_runtime::image::{Base, BuildOptions, ImageError, Store};
 use serde_json::{Value, json};
 
 use crate::workload::{Workload, hash_file};
@@ -28,6 +33,12 @@ const BUSYBOX: &str = "/bin/busybox";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
+    #[error("{cli} import of {tag} failed: {stderr}")]
+    Import {
+        cli: String,
+        tag: String,
+        stderr: String,
+    },
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -35,6 +46,8 @@ pub enum RootfsError {
         #[source]
         source: io::Error,
     },
+    #[error("building the benchmark image: {0}")]
+    Image(#[from] ImageError),
     #[error("the workload copied to {path} has sha256 {found}, not the measured {expected}")]
     NotTheSameBytes {
         path: PathBuf,
@@ -74,18 +87,7 @@ impl Rootfs {
             fs::copy(&workload.path, &target)
                 .map_err(io_err("copying the workload to", &target))?;
         }
-        let (found, _) = hash_file(&target).map_err(|e| RootfsError::Io {
-            what: "hashing",
-            path: target.clone(),
-            source: io::Error::other(e.to_string()),
-        })?;
-        if found != workload.sha256 {
-            return Err(RootfsError::NotTheSameBytes {
-                path: target,
-                expected: workload.sha256.clone(),
-                found,
-            });
-        }
+        check_same_bytes(&target, workload)?;
         if Path::new(BUSYBOX).exists() {
             let bin = root.join("bin");
             fs::create_dir(&bin).map_err(io_err("creating", &bin))?;
@@ -105,6 +107,119 @@ impl Rootfs {
     /// The workload inside it, as a host path.
     pub fn workload(&self) -> PathBuf {
         self.path().join(WORKLOAD_IN_ROOT.trim_start_matches('/'))
+    }
+}
+
+/// The image `isolab-workload:<sha256 of the workload>` in the engine `cli` (docker or
+/// podman): the root filesystem of [`Rootfs::build`] as one layer. An image with that tag
+/// holds these very bytes, so a later run finds it and imports nothing. Returns the tag.
+pub fn import_image(cli: &str, workload: &Workload) -> Result<String, RootfsError> {
+    let tag = format!("isolab-workload:{}", workload.sha256);
+    let known = Command::new(cli)
+        .args(["image", "inspect", "--format", "{{.Id}}", &tag])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(io_err("running", Path::new(cli)))?;
+    if known.success() {
+        return Ok(tag);
+    }
+    let rootfs = Rootfs::build(workload)?;
+    let mut import = Command::new(cli)
+        .args(["import", "-", &tag])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io_err("running", Path::new(cli)))?;
+    // The tar stream goes straight into the engine: no archive file on disk.
+    let written = import.stdin.take().map(|stdin| {
+        let mut archive = tar::Builder::new(stdin);
+        archive.follow_symlinks(false);
+        archive
+            .append_dir_all(".", rootfs.path())
+            .and_then(|()| archive.finish())
+    });
+    let mut stderr = String::new();
+    if let Some(mut pipe) = import.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    let status = import
+        .wait()
+        .map_err(io_err("waiting for", Path::new(cli)))?;
+    match written {
+        Some(Err(e)) if status.success() => Err(io_err("archiving", rootfs.path())(e)),
+        _ if status.success() => Ok(tag),
+        _ => Err(RootfsError::Import {
+            cli: cli.to_owned(),
+            tag,
+            stderr: stderr.trim().to_owned(),
+        }),
+    }
+}
+
+/// That `copy` holds the very bytes the harness measured.
+fn check_same_bytes(copy: &Path, workload: &Workload) -> Result<(), RootfsError> {
+    let (found, _) = hash_file(copy).map_err(|e| RootfsError::Io {
+        what: "hashing",
+        path: copy.to_path_buf(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    if found != workload.sha256 {
+        return Err(RootfsError::NotTheSameBytes {
+            path: copy.to_path_buf(),
+            expected: workload.sha256.clone(),
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// A temporary image store holding [`ImageStore::IMAGE`]: a scratch image of only the
+/// workload (at [`WORKLOAD_IN_ROOT`]), for the container-image target. Removed when dropped.
+#[derive(Debug)]
+pub struct ImageStore {
+    dir: tempfile::TempDir,
+    workload: PathBuf,
+}
+
+impl ImageStore {
+    pub const IMAGE: &str = "isolab-bench:latest";
+
+    pub fn build(workload: &Workload) -> Result<ImageStore, RootfsError> {
+        let dir = tempfile::Builder::new()
+            .prefix("isolab-store-")
+            .tempdir()
+            .map_err(io_err(
+                "creating a temporary directory in",
+                &std::env::temp_dir(),
+            ))?;
+        let store = Store::open(dir.path())?;
+        let record = store.build(&BuildOptions {
+            base: Base::Scratch,
+            name: Self::IMAGE.to_owned(),
+            workload: Some(workload.path.clone().into()),
+        })?;
+        // The layer directory overlayfs reads: the bytes the container will execute.
+        let workload_path = dir
+            .path()
+            .join("layers")
+            .join(&record.layers[0].diff_id)
+            .join(WORKLOAD_IN_ROOT.trim_start_matches('/'));
+        check_same_bytes(&workload_path, workload)?;
+        Ok(ImageStore {
+            dir,
+            workload: workload_path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The workload in the image's layer, as a host path.
+    pub fn workload(&self) -> PathBuf {
+        self.workload.clone()
     }
 }
 

@@ -1,14 +1,84 @@
 //! Targets: the ways a workload invocation is launched (natively, by a peer tool, ...).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use crate::rootfs::{Bundle, MEMORY_LIMIT, PIDS_LIMIT, Rootfs, RootfsError, WORKLOAD_IN_ROOT};
+use crate::rootfs::{
+    Bundle, ImageStore, MEMORY_LIMIT, PIDS_LIMIT, Rootfs, RootfsError, WORKLOAD_IN_ROOT,
+    import_image,
+};
 use crate::workload::Workload;
 
 /// Targets this build can run.
-pub const AVAILABLE: [&str; 5] = ["native", "unshare", "container", "runc", "vm-mini"];
+pub const AVAILABLE: [&str; 8] = [
+    "native",
+    "unshare",
+    "container",
+    "container-image",
+    "runc",
+    "docker",
+    "podman",
+    "vm-mini",
+];
 /// Targets later work adds; naming one gets "not available yet" instead of "unknown".
-pub const PLANNED: [&str; 4] = ["docker", "podman", "vm-linux", "qemu-microvm"];
+pub const PLANNED: [&str; 2] = ["vm-linux", "qemu-microvm"];
+
+/// Where a dockerd that the docker target starts writes its output.
+const DOCKERD_LOG: &str = "/var/log/isolab-dockerd.log";
+/// How long a started dockerd may take to answer.
+const DOCKERD_START: Duration = Duration::from_secs(30);
+
+/// A container engine measured as a peer, running the same root filesystem imported as an
+/// image ([`import_image`]) with the same network and limits as the `container` target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Docker,
+    Podman,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Docker => "docker",
+            Engine::Podman => "podman",
+        }
+    }
+
+    fn fix(self) -> &'static str {
+        match self {
+            Engine::Docker => "install docker.io: apt-get install -y docker.io",
+            Engine::Podman => "install podman: apt-get install -y podman",
+        }
+    }
+
+    /// The words between the engine's executable and the image.
+    fn run_options(self) -> Vec<String> {
+        // Podman: runc, as Debian's crun refuses hybrid cgroups; its default rlimits are
+        // higher than this host's hard limits, which crun/runc then fail to set.
+        let global: &[&str] = match self {
+            Engine::Docker => &[],
+            Engine::Podman => &["--runtime", "runc"],
+        };
+        let ulimits: &[&str] = match self {
+            Engine::Docker => &[],
+            Engine::Podman => &[
+                "--ulimit",
+                "nofile=20000:20000",
+                "--ulimit",
+                "nproc=32768:32768",
+            ],
+        };
+        global
+            .iter()
+            .chain(&["run", "--rm", "--network", "none"])
+            .chain(ulimits)
+            .chain(&["--memory", MEMORY_LIMIT, "--pids-limit"])
+            .map(|w| w.to_string())
+            .chain(std::iter::once(PIDS_LIMIT.to_string()))
+            .collect()
+    }
+}
 
 /// The namespaces of `isolab run` that util-linux unshare creates; `--fork` makes the
 /// workload pid 1 of the new pid namespace and `--mount-proc` gives it a matching /proc.
@@ -42,9 +112,13 @@ pub enum Target {
     Unshare { unshare: String },
     /// `isolab run` with its full default isolation and limits, in a root filesystem that
     /// holds the hashed workload (see [`crate::rootfs`]).
-    Container { isolab: String },
+    /// With `from_image` (target `container-image`) the root is a scratch image of the
+    /// workload in a temporary image store: an overlay with a fresh upper layer per run.
+    Container { isolab: String, from_image: bool },
     /// `runc run` of an OCI bundle with the same root filesystem and isolation.
     Runc { runc: String, id: String },
+    /// `docker run` / `podman run` of the same root filesystem imported as an image.
+    Engine { engine: Engine, cli: String },
     /// An arbitrary command (`--peer NAME=CMD`), so tools like runc, podman or qemu are
     /// measured in the same run set as isolab's own targets.
     Peer { name: String, template: Vec<String> },
@@ -88,6 +162,17 @@ pub enum TargetError {
     },
     #[error("target `{0}`: preparing its root filesystem")]
     Prepare(String, #[source] RootfsError),
+    #[error("target `docker`: running {dockerd}")]
+    StartDaemon {
+        dockerd: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "target `docker`: dockerd (pid {pid}) did not answer within {secs}s; see {log}",
+        secs = DOCKERD_START.as_secs()
+    )]
+    DaemonSilent { pid: u32, log: PathBuf },
 }
 
 impl TargetError {
@@ -143,17 +228,29 @@ impl Target {
                     "install util-linux: apt-get install -y util-linux",
                 )?,
             }),
-            "container" => {
+            "container" | "container-image" => {
                 let isolab =
                     std::env::current_exe().map_err(|e| TargetError::Isolab(name.to_owned(), e))?;
                 Ok(Target::Container {
                     isolab: isolab.to_string_lossy().into_owned(),
+                    from_image: name == "container-image",
                 })
             }
             "runc" => Ok(Target::Runc {
                 runc: tool(name, "runc", "install runc: apt-get install -y runc")?,
                 id: format!("isolab-bench-{}", std::process::id()),
             }),
+            "docker" | "podman" => {
+                let engine = if name == "docker" {
+                    Engine::Docker
+                } else {
+                    Engine::Podman
+                };
+                Ok(Target::Engine {
+                    engine,
+                    cli: tool(name, engine.name(), engine.fix())?,
+                })
+            }
             _ if PLANNED.contains(&name) => Err(TargetError::NotYetAvailable {
                 name: name.to_owned(),
             }),
@@ -202,8 +299,14 @@ impl Target {
             Target::Native => "native",
             Target::VmMini { .. } => "vm-mini",
             Target::Unshare { .. } => "unshare",
-            Target::Container { .. } => "container",
+            Target::Container {
+                from_image: false, ..
+            } => "container",
+            Target::Container {
+                from_image: true, ..
+            } => "container-image",
             Target::Runc { .. } => "runc",
+            Target::Engine { engine, .. } => engine.name(),
             Target::Peer { name, .. } => name,
         }
     }
@@ -218,14 +321,25 @@ impl Target {
                 "the workload under unshare {}: namespaces only, no rootfs, cgroup or confinement",
                 UNSHARE_FLAGS.join(" ")
             ),
-            Target::Container { .. } => format!(
+            Target::Container { from_image, .. } => format!(
                 "isolab run --memory {MEMORY_LIMIT} --pids-limit {PIDS_LIMIT}: every namespace, \
-                 a cgroup with limits, pivot_root, masks, capabilities, seccomp; the workload \
-                 hard-linked (or copied) into a fresh rootfs, its sha256 checked"
+                 a cgroup with limits, pivot_root, masks, capabilities, seccomp; {}",
+                if *from_image {
+                    "the root an overlay of a scratch image holding the workload (its sha256 \
+                     checked) with a fresh upper layer, created and removed by each run"
+                } else {
+                    "the workload hard-linked (or copied) into a fresh rootfs, its sha256 checked"
+                }
             ),
             Target::Runc { .. } => format!(
                 "runc run of an OCI bundle with isolab's isolation, --memory {MEMORY_LIMIT} and \
                  {PIDS_LIMIT} pids, but no time namespace and no seccomp (runc 1.1 applies none)"
+            ),
+            Target::Engine { engine, .. } => format!(
+                "{} {} isolab-workload:<sha256> {WORKLOAD_IN_ROOT}: the same rootfs imported \
+                 as an image, the engine's default isolation (its seccomp profile included)",
+                engine.name(),
+                engine.run_options().join(" ")
             ),
             Target::Peer { template, .. } => {
                 format!("peer command: {}", shell_words::join(template))
@@ -239,6 +353,12 @@ impl Target {
         let args = workload.argv();
         let failed = |e| TargetError::Prepare(self.name().to_owned(), e);
         let (path, root): (_, Option<Box<dyn std::fmt::Debug>>) = match self {
+            Target::Container {
+                from_image: true, ..
+            } => {
+                let store = ImageStore::build(workload).map_err(failed)?;
+                (store.workload(), Some(Box::new(store)))
+            }
             Target::Container { .. } => {
                 let rootfs = Rootfs::build(workload).map_err(failed)?;
                 (rootfs.workload(), Some(Box::new(rootfs)))
@@ -246,6 +366,12 @@ impl Target {
             Target::Runc { id, .. } => {
                 let bundle = Bundle::build(workload, id).map_err(failed)?;
                 (bundle.workload(), Some(Box::new(bundle)))
+            }
+            Target::Engine { engine, cli } => {
+                if *engine == Engine::Docker {
+                    ensure_dockerd(cli)?;
+                }
+                (import_image(cli, workload).map_err(failed)?.into(), None)
             }
             _ => (workload.path.clone().into(), None),
         };
@@ -255,7 +381,8 @@ impl Target {
         })
     }
 
-    /// The argv that launches the workload at `path` with `args` (mode first).
+    /// The argv that launches the workload at `path` with `args` (mode first); for an
+    /// engine, `path` is the image that holds the workload.
     pub fn argv(&self, path: &str, args: &[String]) -> Vec<String> {
         let direct = || std::iter::once(path.to_owned()).chain(args.iter().cloned());
         match self {
@@ -274,9 +401,20 @@ impl Target {
                 .chain(direct())
                 .collect(),
             // `path` is the workload inside a root filesystem that `prepare` built: its
-            // directory is the rootfs, and runc's bundle is the directory above that.
-            Target::Container { isolab } => {
-                let rootfs = Path::new(path).parent().unwrap_or(Path::new("/"));
+            // directory is the rootfs, and runc's bundle is the directory above that. For an
+            // image it is `<store>/layers/<diffid>/isolab-workload`.
+            Target::Container { isolab, from_image } => {
+                let dir = Path::new(path).parent().unwrap_or(Path::new("/"));
+                let root = if *from_image {
+                    let store = dir.parent().and_then(Path::parent).unwrap_or(dir);
+                    vec![
+                        "--store".to_owned(),
+                        store.to_string_lossy().into_owned(),
+                        ImageStore::IMAGE.to_owned(),
+                    ]
+                } else {
+                    vec!["--rootfs".to_owned(), dir.to_string_lossy().into_owned()]
+                };
                 [
                     isolab.as_str(),
                     "run",
@@ -286,8 +424,9 @@ impl Target {
                 ]
                 .into_iter()
                 .map(str::to_owned)
-                .chain([PIDS_LIMIT.to_string(), "--rootfs".to_owned()])
-                .chain([rootfs.to_string_lossy().into_owned(), "--".to_owned()])
+                .chain(std::iter::once(PIDS_LIMIT.to_string()))
+                .chain(root)
+                .chain(std::iter::once("--".to_owned()))
                 .chain(std::iter::once(WORKLOAD_IN_ROOT.to_owned()))
                 .chain(args.iter().cloned())
                 .collect()
@@ -305,6 +444,11 @@ impl Target {
                     id.clone(),
                 ]
             }
+            Target::Engine { engine, cli } => std::iter::once(cli.clone())
+                .chain(engine.run_options())
+                .chain([path.to_owned(), WORKLOAD_IN_ROOT.to_owned()])
+                .chain(args.iter().cloned())
+                .collect(),
             Target::Peer { template, .. } => {
                 let has_placeholder = template
                     .iter()
@@ -324,6 +468,68 @@ impl Target {
             }
         }
     }
+}
+
+/// Whether the docker daemon answers `cli`.
+fn dockerd_answers(cli: &str) -> bool {
+    Command::new(cli)
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Starts dockerd when it does not answer (and says so): in its own process group, so a
+/// Ctrl-C of the bench does not reach it and it outlives this run as a service would;
+/// without iptables rules or a bridge (the target runs with `--network none`).
+fn ensure_dockerd(cli: &str) -> Result<(), TargetError> {
+    if dockerd_answers(cli) {
+        return Ok(());
+    }
+    let dockerd = tool("docker", "dockerd", Engine::Docker.fix())?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(DOCKERD_LOG)
+        .map_err(|source| TargetError::StartDaemon {
+            dockerd: dockerd.clone(),
+            source,
+        })?;
+    let err_log = log.try_clone().map_err(|source| TargetError::StartDaemon {
+        dockerd: dockerd.clone(),
+        source,
+    })?;
+    let child = {
+        use std::os::unix::process::CommandExt;
+        Command::new(&dockerd)
+            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err_log)
+            .process_group(0)
+            .spawn()
+            .map_err(|source| TargetError::StartDaemon {
+                dockerd: dockerd.clone(),
+                source,
+            })?
+    };
+    eprintln!(
+        "bench: dockerd was not running; started {dockerd} --iptables=false --ip6tables=false \
+         --bridge=none (pid {}, log {DOCKERD_LOG}); it keeps running",
+        child.id()
+    );
+    let deadline = Instant::now() + DOCKERD_START;
+    while Instant::now() < deadline {
+        if dockerd_answers(cli) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(TargetError::DaemonSilent {
+        pid: child.id(),
+        log: DOCKERD_LOG.into(),
+    })
 }
 
 /// The targets to measure, in order: built-ins from `names`, then peers from `peers`
@@ -392,6 +598,73 @@ mod tests {
             Target::named("vm-mini"),
             Ok(Target::VmMini { .. })
         ));
+    }
+
+    #[test]
+    fn engines_run_the_imported_image_with_the_container_targets_limits() {
+        let docker = Target::Engine {
+            engine: Engine::Docker,
+            cli: "/usr/bin/docker".into(),
+        };
+        assert_eq!(
+            docker.argv("isolab-workload:abc", &args()),
+            [
+                "/usr/bin/docker",
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--memory",
+                "256M",
+                "--pids-limit",
+                "256",
+                "isolab-workload:abc",
+                "/isolab-workload",
+                "cpu",
+                "--iters",
+                "5"
+            ]
+        );
+        let podman = Target::Engine {
+            engine: Engine::Podman,
+            cli: "podman".into(),
+        }
+        .argv("img", &args());
+        assert_eq!(podman[..4], ["podman", "--runtime", "runc", "run"]);
+        assert!(
+            podman
+                .windows(2)
+                .any(|w| w == ["--ulimit", "nofile=20000:20000"])
+        );
+        assert_eq!(
+            podman[podman.len() - 5..],
+            ["img", "/isolab-workload", "cpu", "--iters", "5"]
+        );
+    }
+
+    #[test]
+    fn container_image_runs_the_benchmark_image_from_its_store() {
+        let target = Target::named("container-image").unwrap();
+        assert_eq!(target.name(), "container-image");
+        let argv = target.argv("/tmp/s/layers/abc/isolab-workload", &args());
+        assert_eq!(
+            argv[1..],
+            [
+                "run",
+                "--memory",
+                MEMORY_LIMIT,
+                "--pids-limit",
+                &PIDS_LIMIT.to_string(),
+                "--store",
+                "/tmp/s",
+                ImageStore::IMAGE,
+                "--",
+                WORKLOAD_IN_ROOT,
+                "cpu",
+                "--iters",
+                "5"
+            ]
+        );
     }
 
     #[test]

@@ -27,11 +27,22 @@ pub enum Mode {
     /// Print `ISOLAB-READY`, then sleep until SIGTERM/SIGINT: never ends by itself, so it is
     /// only measured for density (`--count`), not among [`Mode::ALL`].
     Idle,
+    /// Describe what the process can see (ids, capabilities, seccomp, pids, network,
+    /// hostname...): the figures are the isolation matrix's row for the target. The harness
+    /// gives it the workload's own host path as `--host-marker` (see [`Workload::prepare`]).
+    Probe,
 }
 
 impl Mode {
     /// The modes a run set measures one run at a time.
-    pub const ALL: [Mode; 5] = [Mode::Ready, Mode::Cpu, Mode::Mem, Mode::Syscall, Mode::Io];
+    pub const ALL: [Mode; 6] = [
+        Mode::Ready,
+        Mode::Cpu,
+        Mode::Mem,
+        Mode::Syscall,
+        Mode::Io,
+        Mode::Probe,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -41,6 +52,7 @@ impl Mode {
             Mode::Syscall => "syscall",
             Mode::Io => "io",
             Mode::Idle => "idle",
+            Mode::Probe => "probe",
         }
     }
 
@@ -58,7 +70,7 @@ impl Mode {
     /// well under a second, so a default bench of a few targets stays interactive.
     fn size_option(self) -> Option<(SizeOption, u64)> {
         match self {
-            Mode::Ready | Mode::Idle => None,
+            Mode::Ready | Mode::Idle | Mode::Probe => None,
             Mode::Cpu => Some((SizeOption::Iters, 2_000_000)),
             Mode::Mem => Some((SizeOption::Mib, 64)),
             Mode::Syscall => Some((SizeOption::N, 100_000)),
@@ -158,7 +170,7 @@ impl fmt::Display for Source {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
-    #[error("unknown workload `{0}`; known: ready, cpu, mem, syscall, io, idle")]
+    #[error("unknown workload `{0}`; known: ready, cpu, mem, syscall, io, probe, idle")]
     UnknownMode(String),
     #[error("{flag} does not apply to the `{mode}` workload")]
     SizeNotApplicable { flag: &'static str, mode: Mode },
@@ -209,7 +221,10 @@ pub struct Workload {
 
 impl Workload {
     /// Finds the binary (`explicit`, else `$ISOLAB_WORKLOAD`, else next to the running
-    /// executable), hashes it and fixes the mode's arguments.
+    /// executable), hashes it and fixes the mode's arguments. `probe` is given the binary's
+    /// own host path as its host marker: it exists on the host by construction, and a target
+    /// with a root filesystem of its own holds the workload elsewhere, so seeing it means
+    /// seeing the host's files.
     pub fn prepare(
         mode: Mode,
         sizes: &Sizes,
@@ -242,6 +257,10 @@ impl Workload {
             .to_str()
             .ok_or_else(|| WorkloadError::NonUtf8Path(absolute.clone()))?
             .to_owned();
+        let args = match mode {
+            Mode::Probe => vec!["--host-marker".to_owned(), path.clone()],
+            _ => args,
+        };
         Ok(Workload {
             mode,
             path,
@@ -291,10 +310,10 @@ mod tests {
         for mode in Mode::ALL.into_iter().chain([Mode::Idle]) {
             assert_eq!(mode.name().parse::<Mode>().unwrap(), mode);
         }
-        let err = "probe".parse::<Mode>().unwrap_err();
+        let err = "net".parse::<Mode>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown workload `probe`; known: ready, cpu, mem, syscall, io, idle"
+            "unknown workload `net`; known: ready, cpu, mem, syscall, io, probe, idle"
         );
     }
 
@@ -334,6 +353,8 @@ mod tests {
         assert!(Path::new(&workload.path).is_absolute());
         assert_eq!(workload.argv(), ["syscall", "--n", "5"]);
         assert_eq!(workload.info().args, ["--n", "5"]);
+        let probe = Workload::prepare(Mode::Probe, &Sizes::default(), Some(file.path())).unwrap();
+        assert_eq!(probe.argv(), ["probe", "--host-marker", probe.path.as_str()]);
     }
 
     #[test]

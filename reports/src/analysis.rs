@@ -259,6 +259,18 @@ pub(crate) const ALL_FIXTURES: [&str; 5] = [
     "io.json",
 ];
 
+/// Every fixture of one host: the bench modes, the probe and a density run.
+#[cfg(test)]
+pub(crate) const FULL_FIXTURES: [&str; 7] = [
+    "ready.json",
+    "cpu.json",
+    "mem.json",
+    "syscall.json",
+    "io.json",
+    "probe.json",
+    "density.json",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ use plotters::coord::combinators::IntoLogRange;
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::analysis::Collection;
 use crate::measures::{self, Missing};
@@ -48,6 +49,12 @@ enum Mark {
         y1: f64,
         rgb: Rgb,
     },
+    /// Text centred on a point (the isolation matrix's cells).
+    Text {
+        x: f64,
+        y: f64,
+        text: String,
+    },
 }
 
 /// One chart, ready to draw.
@@ -58,6 +65,8 @@ pub struct Figure {
     pub title: String,
     /// Names of the categories at x = 0, 1, 2...; empty for a numeric x axis.
     categories: Vec<String>,
+    /// Names of the categories at y = 0, 1, 2...; empty for a numeric y axis.
+    y_categories: Vec<String>,
     x_desc: String,
     y_desc: String,
     x_range: (f64, f64),
@@ -96,7 +105,7 @@ pub fn all(c: &Collection, plan: &Plan) -> Vec<(&'static str, Outcome)> {
         ("Disk footprint", Err(measures::disk_footprint())),
         ("Run-time overhead relative to native", overhead(c)),
         ("Density", density(c)),
-        ("Isolation matrix", Err(measures::isolation_matrix())),
+        ("Isolation matrix", isolation(c)),
         ("Capacity plan", planning(c, plan)),
     ]
 }
@@ -160,6 +169,7 @@ fn startup(c: &Collection) -> Outcome {
         name: "startup",
         title: "Start-up: spawn to ready".into(),
         categories: rows.iter().map(|r| r.target.clone()).collect(),
+        y_categories: Vec::new(),
         x_desc: "target".into(),
         y_desc: format!(
             "time to ISOLAB-READY (ms{})",
@@ -206,6 +216,7 @@ fn memory(c: &Collection) -> Outcome {
         name: "memory",
         title: "Host memory per instance (median peak PSS)".into(),
         categories: rows.iter().map(|r| r.target.clone()).collect(),
+        y_categories: Vec::new(),
         x_desc: "target".into(),
         y_desc: "PSS per instance (MiB)".into(),
         x_range: (-0.5, rows.len() as f64 - 0.5),
@@ -293,6 +304,7 @@ fn overhead(c: &Collection) -> Outcome {
                 )
             })
             .collect(),
+        y_categories: Vec::new(),
         x_desc: "workload (figure compared)".into(),
         y_desc: format!(
             "cost vs native (×, 1 = native{})",
@@ -314,10 +326,10 @@ fn overhead(c: &Collection) -> Outcome {
 }
 
 fn density(c: &Collection) -> Outcome {
-    let set = c.density().ok_or_else(measures::density)?;
+    let (set, costs) = measures::density_costs(c)?;
     let mut marks = Vec::new();
     let mut legend = Vec::new();
-    let (mut max_x, mut max_y) = (1.0f64, 1.0f64);
+    let (mut max_x, mut max_y, mut min_y) = (1.0f64, 1.0f64, 0.0f64);
     for target in &set.set.targets {
         let Some(density) = &target.density else {
             continue;
@@ -339,9 +351,19 @@ fn density(c: &Collection) -> Outcome {
             });
             max_x = max_x.max(point.0);
             max_y = max_y.max(point.1);
+            // The rest of the host can free memory while instances start: below the baseline.
+            min_y = min_y.min(point.1);
             last = point;
         }
-        legend.push((target.name.clone(), rgb));
+        let label = match costs.iter().find(|d| d.target == target.name) {
+            Some(d) => format!(
+                "{}: {:.2} MiB per instance",
+                target.name,
+                d.per_instance_kib / 1024.0
+            ),
+            None => target.name.clone(),
+        };
+        legend.push((label, rgb));
     }
     if legend.is_empty() {
         return Err(measures::density());
@@ -350,14 +372,117 @@ fn density(c: &Collection) -> Outcome {
         name: "density",
         title: "Host memory used vs instances running".into(),
         categories: Vec::new(),
+        y_categories: Vec::new(),
         x_desc: "instances running".into(),
         y_desc: "host memory used (MiB, MemTotal − MemAvailable)".into(),
         x_range: (0.0, max_x * 1.05),
-        y_range: (0.0, max_y * 1.15),
+        y_range: (min_y * 1.15, max_y * 1.15),
         log_y: false,
         marks,
         legend,
-        note: format!("From {}.", set.path.display()),
+        note: format!(
+            "Host memory used above the baseline taken before the first start, after each \
+             start step; per-instance figures are least-squares slopes over the steps (host \
+             memory, or the PSS sum where the host figure falls below it). From {}.",
+            set.path.display()
+        ),
+    })
+}
+
+/// Cell colours of the isolation matrix, and the legend that names them.
+const MATRIX_KEY: [(measures::Seen, Rgb, &str); 4] = [
+    (
+        measures::Seen::Isolated,
+        (129, 199, 132),
+        "its own (isolated from the host)",
+    ),
+    (
+        measures::Seen::SameAsHost,
+        (239, 154, 154),
+        "the same as the host",
+    ),
+    (
+        measures::Seen::Absent,
+        (220, 220, 220),
+        "absent (nothing to read there)",
+    ),
+    (
+        measures::Seen::Host,
+        (179, 205, 227),
+        "native: the host's own view",
+    ),
+];
+/// Column headings of the isolation matrix, per probe field.
+const MATRIX_HEADINGS: [&str; 8] = [
+    "pid",
+    "pids seen",
+    "hostname",
+    "net devices",
+    "CapEff",
+    "seccomp",
+    "uid map",
+    "host file",
+];
+/// Longest cell text before it is cut with an ellipsis, so cells never overlap.
+const MATRIX_CELL_CHARS: usize = 13;
+
+fn isolation(c: &Collection) -> Outcome {
+    let (set, rows) = measures::probes(c)?;
+    let host = &rows[0];
+    let n = rows.len();
+    let mut marks = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        // Native at the top, the rest in run-set order below it.
+        let y = (n - 1 - i) as f64;
+        for (x, field) in measures::PROBE_FIELDS.iter().enumerate() {
+            let seen = row.seen(field, host);
+            let rgb = MATRIX_KEY
+                .iter()
+                .find(|(s, _, _)| *s == seen)
+                .map_or((255, 255, 255), |k| k.1);
+            let x = x as f64;
+            marks.push(Mark::Bar {
+                x0: x - 0.48,
+                x1: x + 0.48,
+                y0: y - 0.45,
+                y1: y + 0.45,
+                rgb,
+            });
+            let text = row.cell(field);
+            let text = match text.char_indices().nth(MATRIX_CELL_CHARS) {
+                Some((cut, _)) => format!("{}…", &text[..cut]),
+                None => text,
+            };
+            marks.push(Mark::Text { x, y, text });
+        }
+    }
+    Ok(Figure {
+        name: "isolation",
+        title: "Isolation matrix: what the workload sees from inside each target".into(),
+        categories: MATRIX_HEADINGS.iter().map(|h| (*h).to_owned()).collect(),
+        y_categories: rows.iter().rev().map(|r| r.target.clone()).collect(),
+        x_desc: "probe field".into(),
+        // The row names say it; a description would collide with the longest of them.
+        y_desc: String::new(),
+        x_range: (-0.5, measures::PROBE_FIELDS.len() as f64 - 0.5),
+        // The band above the rows holds the key's four lines: about a third of the rows'
+        // height keeps it off the top row whatever the number of targets.
+        y_range: (-0.5, n as f64 - 0.5 + (n as f64 / 3.0 + 0.8)),
+        log_y: false,
+        marks,
+        legend: MATRIX_KEY
+            .iter()
+            .map(|(_, rgb, label)| ((*label).to_owned(), *rgb))
+            .collect(),
+        note: format!(
+            "Each cell is the probe's figure (isolab-workload probe --host-marker WORKLOAD, \
+             first run): its pid (≤ {} counts as a pid space of its own), how many pids it \
+             sees, hostname, network devices, effective capabilities (counted), seccomp mode (2 = \
+             filter), uid map (inside→outside ×count), and whether it sees the workload's \
+             host path. Green: its own; red: the host's; grey: nothing to read. From {}.",
+            measures::OWN_PID_SPACE_MAX_PID,
+            set.path.display()
+        ),
     })
 }
 
@@ -406,6 +531,7 @@ fn planning(c: &Collection, plan: &Plan) -> Outcome {
                 )
             })
             .collect(),
+        y_categories: Vec::new(),
         x_desc: "class (measured target, binding resource)".into(),
         y_desc: format!("instances{}", if log_y { " (log scale)" } else { "" }),
         x_range: (-0.5, plan.fits.len() as f64 - 0.5),
@@ -486,7 +612,13 @@ impl Figure {
             .caption(&self.title, (FAMILY, 22))
             .margin(12)
             .x_label_area_size(55)
-            .y_label_area_size(80)
+            // Wide enough for the longest row name of a category axis (~8 px a character).
+            .y_label_area_size(
+                self.y_categories
+                    .iter()
+                    .map(|c| 8 * c.chars().count() as u32 + 25)
+                    .fold(80, u32::max),
+            )
             .build_cartesian_2d(self.x_range.0..self.x_range.1, y)
             .map_err(err)?;
         let categories = &self.categories;
@@ -501,8 +633,16 @@ impl Figure {
             }
         };
         let mut mesh = chart.configure_mesh();
+        let y_categories = &self.y_categories;
         // Up to three significant digits, without a trailing ".0".
         let y_label = |v: &f64| {
+            if !y_categories.is_empty() {
+                let i = v.round();
+                return match y_categories.get(i as usize) {
+                    Some(name) if (v - i).abs() < 1e-6 && i >= 0.0 => name.clone(),
+                    _ => String::new(),
+                };
+            }
             let text = format!(
                 "{:.*}",
                 (2 - v.abs().max(1e-9).log10().floor() as i32).clamp(0, 3) as usize,
@@ -523,6 +663,11 @@ impl Figure {
             .disable_x_mesh();
         if !categories.is_empty() {
             mesh.x_labels(categories.len());
+        }
+        if !y_categories.is_empty() {
+            // One label per row: a tick on every whole position of the range.
+            mesh.y_labels((self.y_range.1 - self.y_range.0).ceil() as usize + 1)
+                .disable_y_mesh();
         }
         mesh.draw().map_err(err)?;
         for mark in &self.marks {
@@ -556,6 +701,13 @@ impl Figure {
                     .draw_series(std::iter::once(Rectangle::new(
                         [(*x0, *y0), (*x1, *y1)],
                         colour(rgb).filled(),
+                    )))
+                    .map(|_| ()),
+                Mark::Text { x, y, text } => chart
+                    .draw_series(std::iter::once(Text::new(
+                        text.clone(),
+                        (*x, *y),
+                        TextStyle::from((FAMILY, 13)).pos(Pos::new(HPos::Center, VPos::Center)),
                     )))
                     .map(|_| ()),
             }

@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::analysis::{Collection, Kind};
+use crate::analysis::{Collection, Kind, Loaded};
 use crate::measures::{self, Missing};
 use crate::plan::{self, PerInstance, PlanInput};
 
@@ -24,6 +24,14 @@ pub const TENS_BELOW: u64 = 100;
 /// a container's and at least [`FAR_MORE_MIN_KIB`] more.
 pub const FAR_MORE_RATIO: f64 = 4.0;
 pub const FAR_MORE_MIN_KIB: f64 = 32.0 * 1024.0;
+/// Claim 6: "process-level" isolation is a target that runs on the host's kernel (the same
+/// `kernel_release` as native) behind a namespace boundary (fewer pids visible than native);
+/// "system-level" is a target whose system calls another kernel answers (another
+/// `kernel_release`). No numeric threshold: the probe fields are compared as they are.
+/// Claim 7: a container's root "equals host root" when its uid 0 is the host's uid 0 (its
+/// uid map sends 0 to 0, i.e. no user namespace remaps it) and it keeps host root's
+/// effective capabilities (native's `cap_eff`, when native runs as uid 0).
+pub const HOST_ROOT_UID: u64 = 0;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "verdict", content = "detail", rename_all = "snake_case")]
@@ -66,6 +74,8 @@ pub struct Claim {
     pub measured: String,
     /// The commands that produced the data used.
     pub commands: Vec<String>,
+    /// Which run set (and file) the verdict is computed from, or "none".
+    pub source: String,
     #[serde(flatten)]
     pub verdict: Verdict,
 }
@@ -77,6 +87,7 @@ pub fn check(c: &Collection) -> Vec<Claim> {
         claim,
         measured: String::new(),
         commands: Vec::new(),
+        source: NO_SOURCE.to_owned(),
         verdict: Verdict::NotMeasured(missing),
     };
     vec![
@@ -89,25 +100,8 @@ pub fn check(c: &Collection) -> Vec<Claim> {
         run_time(c),
         density(c),
         memory(c),
-        not_measured(
-            6,
-            "Container isolation is process-level, VM isolation is system-level.",
-            Missing::new(
-                format!(
-                    "{} and the security tests",
-                    measures::isolation_matrix().what
-                ),
-                measures::isolation_matrix().how,
-            ),
-        ),
-        not_measured(
-            7,
-            "Container root equals host root (with and without a user namespace).",
-            Missing::new(
-                "uid maps and capabilities seen from inside each target",
-                measures::isolation_matrix().how,
-            ),
-        ),
+        isolation(c),
+        root(c),
         not_measured(
             8,
             "A daemon crash takes every container down (Docker); daemonless runtimes and \
@@ -123,6 +117,13 @@ pub fn check(c: &Collection) -> Vec<Claim> {
             measures::disk_footprint(),
         ),
     ]
+}
+
+const NO_SOURCE: &str = "none";
+
+/// "the `ready` run set (FILE)", naming what a verdict is computed from.
+fn source_of(what: &str, set: &Loaded) -> String {
+    format!("{what} ({})", set.path.display())
 }
 
 /// Holds when it holds for every subject, does not hold for none, else depends on which.
@@ -152,11 +153,13 @@ fn start_up(c: &Collection) -> Claim {
         claim,
         measured: String::new(),
         commands: Vec::new(),
+        source: NO_SOURCE.to_owned(),
         verdict: Verdict::Holds,
     };
     let rows = match measures::startup(c) {
         Ok((set, rows)) => {
             out.commands.push(set.command_line());
+            out.source = source_of("`ready` run set: time to ISOLAB-READY", set);
             rows
         }
         Err(missing) => {
@@ -197,6 +200,7 @@ fn run_time(c: &Collection) -> Claim {
     let mut outcomes = Vec::new();
     let mut measured = Vec::new();
     let mut commands = Vec::new();
+    let mut sources = Vec::new();
     for (mode, _, _) in measures::RUNTIME_MODES {
         let of = |vm: bool| {
             rows.iter()
@@ -218,6 +222,7 @@ fn run_time(c: &Collection) -> Claim {
                 .join(", ")
         ));
         commands.extend(of(false).next().map(|r| r.command.clone()));
+        sources.extend(c.mode(mode).map(|set| source_of(&format!("`{mode}`"), set)));
     }
     let verdict = if outcomes.is_empty() {
         Verdict::NotMeasured(
@@ -238,36 +243,55 @@ fn run_time(c: &Collection) -> Claim {
             measured.join("; ") + " (throughput change vs native)"
         },
         commands,
+        source: if sources.is_empty() {
+            NO_SOURCE.to_owned()
+        } else {
+            format!("run sets {}", sources.join(", "))
+        },
         verdict,
     }
 }
 
-/// Per class, the measured per-instance cost, and what fits of a minimal (idle `ready`)
-/// workload on the measured host's memory.
+/// Per class, the measured per-instance cost, and what fits of a minimal (idle) workload on
+/// the measured host's memory. The per-instance costs come from the density run set when
+/// there is one (see [`plan::per_instance`]), else from `ready` PSS arithmetic.
 fn density(c: &Collection) -> Claim {
     let claim = "One host runs thousands of containers but only tens of VMs.";
     let (found, _) = plan::per_instance(c);
-    let native_pss = measures::memory(c).ok().and_then(|(_, rows)| {
-        rows.iter()
-            .find(|m| m.kind == Kind::Native)
-            .map(|m| m.pss_kib)
+    let from_density = measures::density_costs(c).ok().and_then(|(set, rows)| {
+        let native = rows.iter().find(|d| d.kind == Kind::Native)?;
+        Some((set, native.per_instance_kib))
     });
+    let from_ready = || {
+        measures::memory(c).ok().and_then(|(set, rows)| {
+            let native = rows.iter().find(|m| m.kind == Kind::Native)?;
+            Some((set, native.pss_kib))
+        })
+    };
+    let baseline = from_density.or_else(from_ready);
     let container = found.iter().find(|p| p.class == "container");
     let vms: Vec<&PerInstance> = found.iter().filter(|p| p.class != "container").collect();
-    let (Some(native_pss), Some(container), false) = (native_pss, container, vms.is_empty()) else {
-        return Claim {
-            number: 4,
-            claim,
-            measured: String::new(),
-            commands: Vec::new(),
-            verdict: Verdict::NotMeasured(both_kinds_missing("ready")),
-        };
+    let not_measured = || Claim {
+        number: 4,
+        claim,
+        measured: String::new(),
+        commands: Vec::new(),
+        source: NO_SOURCE.to_owned(),
+        verdict: Verdict::NotMeasured(Missing::new(
+            "a native, a container and a VM target in the density (or `ready`) run set",
+            "isolab bench --workload idle --count 50 --step 10 --target native,container,vm-mini",
+        )),
+    };
+    let (Some((base_set, native_kib)), Some(container), false) =
+        (baseline, container, vms.is_empty())
+    else {
+        return not_measured();
     };
     let host = c.host();
     let input = PlanInput {
         host_mem_kib: host.mem_total_kib,
         host_cpus: f64::from(host.cores),
-        workload_mem_kib: native_pss.ceil() as u64,
+        workload_mem_kib: native_kib.ceil().max(1.0) as u64,
         // Idle instances: memory is what binds, so CPU is made not to.
         workload_cpu: f64::MIN_POSITIVE,
         reserve_mem_kib: plan::DEFAULT_RESERVE_MEM_KIB.min(host.mem_total_kib / 2),
@@ -277,13 +301,7 @@ fn density(c: &Collection) -> Claim {
         .chain(vms.iter().map(|v| (*v).clone()))
         .collect();
     let Ok(fits) = plan::compute(&input, &instances) else {
-        return Claim {
-            number: 4,
-            claim,
-            measured: String::new(),
-            commands: Vec::new(),
-            verdict: Verdict::NotMeasured(both_kinds_missing("ready")),
-        };
+        return not_measured();
     };
     let containers_fit = fits[0].fit_by_memory;
     let outcomes: Vec<(String, bool)> = fits[1..]
@@ -295,24 +313,179 @@ fn density(c: &Collection) -> Claim {
             )
         })
         .collect();
+    let density_based = base_set.set.kind == crate::schema::ResultKind::Density;
     Claim {
         number: 4,
         claim,
         measured: format!(
-            "{}; memory arithmetic for idle instances ({:.0} KiB workload + measured overhead) \
-             on this host's {:.1} GiB, not a density run",
+            "{} fit by memory; an idle instance costs {:.0} KiB natively plus {} on this \
+             host's {:.1} GiB ({})",
             fits.iter()
                 .map(|f| format!("{} {}", f.per_instance.target, f.fit_by_memory))
                 .collect::<Vec<_>>()
                 .join(", "),
-            native_pss,
-            host.mem_total_kib as f64 / 1048576.0
+            native_kib,
+            fits.iter()
+                .map(|f| format!(
+                    "{} {:.0} KiB",
+                    f.per_instance.target, f.per_instance.overhead_kib
+                ))
+                .collect::<Vec<_>>()
+                .join(", "),
+            host.mem_total_kib as f64 / 1048576.0,
+            if density_based {
+                "slopes of a density run"
+            } else {
+                "PSS arithmetic from one instance at a time, not a density run"
+            }
         ),
-        commands: measures::memory(c)
-            .map(|(set, _)| vec![set.command_line()])
-            .unwrap_or_default(),
+        commands: vec![base_set.command_line()],
+        source: if density_based {
+            source_of("density run set: memory slope over instances", base_set)
+        } else {
+            source_of("`ready` run set: PSS arithmetic", base_set)
+        },
         verdict: aggregate(&outcomes, "the VM"),
     }
+}
+
+/// Claim 6, from the isolation matrix: whose kernel answers each target's system calls, and
+/// whether a container's view of the pids is its own.
+fn isolation(c: &Collection) -> Claim {
+    let claim = "Container isolation is process-level, VM isolation is system-level.";
+    let mut out = Claim {
+        number: 6,
+        claim,
+        measured: String::new(),
+        commands: Vec::new(),
+        source: NO_SOURCE.to_owned(),
+        verdict: Verdict::NotMeasured(measures::isolation_matrix()),
+    };
+    let (set, rows) = match measures::probes(c) {
+        Ok(found) => found,
+        Err(missing) => {
+            out.verdict = Verdict::NotMeasured(missing);
+            return out;
+        }
+    };
+    let host = &rows[0];
+    let host_kernel = host.get("kernel_release");
+    let subjects: Vec<_> = rows
+        .iter()
+        .filter(|r| r.kind == Kind::Container || r.kind.is_vm())
+        .collect();
+    if !subjects.iter().any(|r| r.kind == Kind::Container)
+        || !subjects.iter().any(|r| r.kind.is_vm())
+    {
+        out.verdict = Verdict::NotMeasured(both_kinds_missing("probe"));
+        return out;
+    }
+    let outcomes: Vec<(String, bool)> = subjects
+        .iter()
+        .map(|r| {
+            let host_kernel_answers = r.get("kernel_release") == host_kernel;
+            let holds = if r.kind.is_vm() {
+                !host_kernel_answers
+            } else {
+                host_kernel_answers && r.seen("visible_pids", host) == measures::Seen::Isolated
+            };
+            (r.target.clone(), holds)
+        })
+        .collect();
+    out.measured = format!(
+        "kernel answering: host {}; {} (visible pids: host {})",
+        host.text("kernel_release"),
+        subjects
+            .iter()
+            .map(|r| format!(
+                "{} {} ({} pids)",
+                r.target,
+                r.text("kernel_release"),
+                r.text("visible_pids")
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
+        host.text("visible_pids")
+    );
+    out.commands.push(set.command_line());
+    out.source = source_of("`probe` run set: isolation matrix", set);
+    out.verdict = aggregate(&outcomes, "the target");
+    out
+}
+
+/// Claim 7, from the isolation matrix: is uid 0 in each container the host's uid 0, with
+/// host root's capabilities?
+fn root(c: &Collection) -> Claim {
+    let claim = "Container root equals host root (with and without a user namespace).";
+    let mut out = Claim {
+        number: 7,
+        claim,
+        measured: String::new(),
+        commands: Vec::new(),
+        source: NO_SOURCE.to_owned(),
+        verdict: Verdict::NotMeasured(Missing::new(
+            "uid maps and capabilities seen from inside each container",
+            measures::isolation_matrix().how,
+        )),
+    };
+    let Ok((set, rows)) = measures::probes(c) else {
+        return out;
+    };
+    let host = &rows[0];
+    let containers: Vec<_> = rows.iter().filter(|r| r.kind == Kind::Container).collect();
+    if containers.is_empty() || host.get("uid").as_u64() != Some(HOST_ROOT_UID) {
+        out.verdict = Verdict::NotMeasured(Missing::new(
+            "a container target, and native run as root, in the `probe` run set",
+            "isolab bench --workload probe --target native,container (as root)",
+        ));
+        return out;
+    }
+    // A uid map line is `inside outside count`: root is the host's when 0 maps to 0.
+    let maps_root_to_root = |r: &measures::ProbeRow| {
+        r.get("uid").as_u64() == Some(HOST_ROOT_UID)
+            && r.get("uid_map").as_array().is_some_and(|maps| {
+                maps.iter().any(|m| {
+                    m[0].as_u64() == Some(HOST_ROOT_UID) && m[1].as_u64() == Some(HOST_ROOT_UID)
+                })
+            })
+    };
+    let outcomes: Vec<(String, bool)> = containers
+        .iter()
+        .map(|r| {
+            (
+                r.target.clone(),
+                maps_root_to_root(r) && r.get("cap_eff") == host.get("cap_eff"),
+            )
+        })
+        .collect();
+    let user_ns = containers
+        .iter()
+        .any(|r| r.seen("uid_map", host) == measures::Seen::Isolated);
+    out.measured = format!(
+        "host root: uid map {}, CapEff {}; {}{}",
+        host.text("uid_map"),
+        host.text("cap_eff"),
+        containers
+            .iter()
+            .map(|r| format!(
+                "{}: uid {}, uid map {}, CapEff {}",
+                r.target,
+                r.text("uid"),
+                r.text("uid_map"),
+                r.text("cap_eff")
+            ))
+            .collect::<Vec<_>>()
+            .join("; "),
+        if user_ns {
+            ""
+        } else {
+            " (no target measured uses a user namespace)"
+        }
+    );
+    out.commands.push(set.command_line());
+    out.source = source_of("`probe` run set: isolation matrix", set);
+    out.verdict = aggregate(&outcomes, "the runtime's confinement");
+    out
 }
 
 fn memory(c: &Collection) -> Claim {
@@ -322,6 +495,7 @@ fn memory(c: &Collection) -> Claim {
         claim,
         measured: String::new(),
         commands: Vec::new(),
+        source: NO_SOURCE.to_owned(),
         verdict: Verdict::NotMeasured(both_kinds_missing("ready")),
     };
     let Ok((set, rows)) = measures::memory(c) else {
@@ -355,6 +529,7 @@ fn memory(c: &Collection) -> Claim {
         .join(", ")
         + " (median peak PSS per instance; kernel sharing itself is not measured yet)";
     out.commands.push(set.command_line());
+    out.source = source_of("`ready` run set: median peak PSS", set);
     out.verdict = aggregate(&outcomes, "the VM");
     out
 }
@@ -377,7 +552,8 @@ fn format_ms(ms: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::{ALL_FIXTURES, fixture};
+    use crate::analysis::{ALL_FIXTURES, FULL_FIXTURES, fixture};
+    use serde_json::json;
 
     fn verdicts(c: &Collection) -> Vec<(u8, String)> {
         check(c)
@@ -449,6 +625,79 @@ mod tests {
                 .verdict
                 .to_string()
                 .contains("--target native,container,vm-mini")
+        );
+    }
+
+    /// Applies `edit` to the figures (probe) or density section of `target` in the set of
+    /// `mode`.
+    fn edit_target(
+        c: &mut Collection,
+        mode: &str,
+        target: &str,
+        edit: impl Fn(&mut crate::schema::TargetResult),
+    ) {
+        for loaded in c.sets.iter_mut().filter(|l| l.set.workload.mode == mode) {
+            loaded
+                .set
+                .targets
+                .iter_mut()
+                .filter(|t| t.name == target)
+                .for_each(&edit);
+        }
+    }
+
+    #[test]
+    fn density_and_probe_sets_are_the_sources_of_claims_4_6_and_7() {
+        let c = fixture(&FULL_FIXTURES);
+        let claims = check(&c);
+        let v = verdicts(&c);
+        assert!(
+            claims[3].source.starts_with("density run set"),
+            "{:?}",
+            claims[3]
+        );
+        assert!(claims[3].measured.contains("slopes of a density run"));
+        // 50 idle vm-mini instances at ~3.5 MiB each: thousands fit, not tens.
+        assert_eq!(v[3].1, "does-not-hold", "{:?}", claims[3]);
+        // Containers on the host kernel behind a pid namespace, the mini VM on its own.
+        assert_eq!(v[5].1, "holds", "{:?}", claims[5]);
+        assert!(claims[5].source.contains("probe.json"));
+        // uid 0 is the host's in the container, but without host root's capabilities; the
+        // unshare peer's user namespace maps it and gives it a full set of its own.
+        assert_eq!(v[6].1, "does-not-hold", "{:?}", claims[6]);
+        assert!(claims[6].measured.contains("00000000a80425fb"));
+        // Without the density set, claim 4 falls back to PSS arithmetic and says so.
+        let ready_only = fixture(&ALL_FIXTURES);
+        assert!(check(&ready_only)[3].source.contains("PSS arithmetic"));
+    }
+
+    #[test]
+    fn claims_4_6_and_7_flip_when_their_data_flip() {
+        let mut c = fixture(&FULL_FIXTURES);
+        // A VM that costs 512 MiB per instance in the density run.
+        edit_target(&mut c, "idle", "vm-mini", |t| {
+            for step in &mut t.density.as_mut().unwrap().steps {
+                step.host_used_kib = i64::from(step.running) * 512 * 1024;
+            }
+        });
+        // A "VM" whose system calls the host kernel answers.
+        edit_target(&mut c, "probe", "vm-mini", |t| {
+            t.runs[0].figures["kernel_release"] = json!("6.18.44-fc-v657");
+        });
+        // A container that keeps host root's capabilities.
+        edit_target(&mut c, "probe", "container", |t| {
+            t.runs[0].figures["cap_eff"] = json!("000001fffeffffff");
+        });
+        let claims = check(&c);
+        assert_eq!(claims[3].verdict.class(), "holds", "{:?}", claims[3]);
+        assert_eq!(claims[5].verdict.class(), "depends", "{:?}", claims[5]);
+        assert!(claims[5].verdict.to_string().contains("not for vm-mini"));
+        assert_eq!(claims[6].verdict.class(), "depends", "{:?}", claims[6]);
+        assert!(
+            claims[6]
+                .verdict
+                .to_string()
+                .contains("holds for container")
         );
     }
 }

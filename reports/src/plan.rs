@@ -1,8 +1,9 @@
 //! Capacity planning: how many instances of a workload fit on a host as containers, mini VMs
 //! and Linux VMs, from the per-instance overheads measured.
 //!
-//! Per instance: memory = the workload's memory + the target's measured memory overhead (PSS
-//! above native in the `ready` run set); CPU = the workload's CPUs × the target's measured
+//! Per instance: memory = the workload's memory + the target's measured memory overhead;
+//! from a density run set when there is one (the slope of host memory over the instances
+//! running, above native's), else PSS above native in the `ready` run set; CPU = the workload's CPUs × the target's measured
 //! cpu-mode cost relative to native (1 when no `cpu` run set was given). What fits is
 //! ⌊(host memory − reserve) / memory per instance⌋ and ⌊(host CPUs − reserve) / CPU per
 //! instance⌋; the smaller binds.
@@ -42,6 +43,8 @@ pub struct PerInstance {
     /// CPU cost relative to native; 1 when not measured (see `cpu_measured`).
     pub cpu_factor: f64,
     pub cpu_measured: bool,
+    /// Where `overhead_kib` comes from, with the file.
+    pub source: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -113,35 +116,67 @@ pub fn parse_size_kib(text: &str) -> Result<u64, PlanError> {
 }
 
 /// The per-instance costs measured in `c`, by class; classes without a measured target are
-/// returned as missing.
+/// returned as missing. A density run set is preferred: it measures what N instances cost
+/// the host side by side (kernel memory included), where the `ready` PSS of one short-lived
+/// instance misses what is not mapped into its processes.
 pub fn per_instance(c: &Collection) -> (Vec<PerInstance>, Vec<(String, Missing)>) {
     let memory = measures::memory(c);
+    let density = measures::density_costs(c).ok();
     let (overheads, _) = measures::overheads(c);
+    // What an instance costs with no isolation at all, from the same source as the target's.
+    let native_density = density.as_ref().and_then(|(_, rows)| {
+        rows.iter()
+            .find(|d| d.kind == Kind::Native)
+            .map(|d| d.per_instance_kib)
+    });
     let mut found = Vec::new();
     let mut missing = Vec::new();
     for (class, kind) in CLASSES {
-        let measured = memory
-            .as_ref()
-            .ok()
-            .and_then(|(_, rows)| rows.iter().find(|m| m.kind == kind));
-        match (measured, &memory) {
-            (Some(m), _) => {
+        let from_density = density.as_ref().and_then(|(set, rows)| {
+            let d = rows.iter().find(|d| d.kind == kind)?;
+            let native = native_density?;
+            Some((
+                d.target.clone(),
+                (d.per_instance_kib - native).max(0.0),
+                format!(
+                    "density: {} per instance over {} instances, above native's ({})",
+                    d.basis,
+                    d.instances,
+                    set.path.display()
+                ),
+            ))
+        });
+        let from_ready = || {
+            let (set, rows) = memory.as_ref().ok()?;
+            let m = rows.iter().find(|m| m.kind == kind)?;
+            Some((
+                m.target.clone(),
+                m.overhead_kib,
+                format!(
+                    "ready: median peak PSS above native's ({})",
+                    set.path.display()
+                ),
+            ))
+        };
+        match (from_density.or_else(from_ready), &memory) {
+            (Some((target, overhead_kib, source)), _) => {
                 let cpu = overheads
                     .iter()
-                    .find(|o| o.mode == "cpu" && o.target == m.target);
+                    .find(|o| o.mode == "cpu" && o.target == target);
                 found.push(PerInstance {
-                    target: m.target.clone(),
+                    target,
                     class,
-                    overhead_kib: m.overhead_kib,
+                    overhead_kib,
                     cpu_factor: cpu.map_or(1.0, |o| o.ratio),
                     cpu_measured: cpu.is_some(),
+                    source,
                 });
             }
             (None, Err(why)) => missing.push((class.to_owned(), why.clone())),
             (None, Ok(_)) => missing.push((
                 class.to_owned(),
                 Missing::new(
-                    format!("a {class} target in the `ready` run set"),
+                    format!("a {class} target in the `ready` or density run set"),
                     match kind {
                         Kind::Container => "isolab bench --workload ready --target native,container",
                         Kind::MiniVm => "isolab bench --workload ready --target native,vm-mini",
@@ -266,6 +301,12 @@ impl Plan {
                 ]
             }),
         );
+        for fit in &self.fits {
+            out += &format!(
+                "{} overhead from {}\n",
+                fit.per_instance.target, fit.per_instance.source
+            );
+        }
         for (class, missing) in &self.not_measured {
             out += &format!("{class}: {}\n", missing.sentence());
         }
@@ -282,7 +323,7 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::{ALL_FIXTURES, fixture};
+    use crate::analysis::{ALL_FIXTURES, FULL_FIXTURES, fixture};
 
     fn instance(overhead_kib: f64, cpu_factor: f64) -> PerInstance {
         PerInstance {
@@ -291,6 +332,7 @@ mod tests {
             overhead_kib,
             cpu_factor,
             cpu_measured: true,
+            source: "hand".into(),
         }
     }
 
@@ -359,5 +401,21 @@ mod tests {
         assert!(found.iter().all(|p| p.cpu_measured));
         assert_eq!(missing.len(), 1);
         assert_eq!(missing[0].0, "Linux VM");
+    }
+
+    #[test]
+    fn a_density_set_is_preferred_over_ready_pss() {
+        let (found, _) = per_instance(&fixture(&FULL_FIXTURES));
+        // The first container-class target stands for the class: the fixture's unshare
+        // costs 900 KiB per instance, native 420 KiB (steps with ±130 KiB of noise).
+        let container = found.iter().find(|p| p.class == "container").unwrap();
+        assert_eq!(container.target, "unshare");
+        assert!(
+            (container.overhead_kib - 480.0).abs() < 5.0,
+            "{container:?}"
+        );
+        assert!(container.source.starts_with("density: host memory slope"));
+        let (ready, _) = per_instance(&fixture(&ALL_FIXTURES));
+        assert!(ready[0].source.starts_with("ready: median peak PSS"));
     }
 }

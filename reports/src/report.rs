@@ -169,6 +169,7 @@ fn claim_rows(claims: &[Claim]) -> Rows {
         "claim".into(),
         "measured".into(),
         "command".into(),
+        "data source".into(),
         "verdict".into(),
     ]];
     rows.extend(claims.iter().map(|c| {
@@ -185,6 +186,7 @@ fn claim_rows(claims: &[Claim]) -> Rows {
             } else {
                 c.commands.join("; ")
             },
+            c.source.clone(),
             c.verdict.to_string(),
         ]
     }));
@@ -317,7 +319,7 @@ fn markdown(c: &Collection, s: &Sections, charts: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::ALL_FIXTURES;
+    use crate::analysis::{ALL_FIXTURES, FULL_FIXTURES};
 
     fn fixtures(names: &[&str]) -> Vec<PathBuf> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
@@ -357,6 +359,32 @@ mod tests {
         let md = fs::read_to_string(out.path().join("summary.md")).unwrap();
         assert!(md.contains("| 3 | Containers run at native speed"));
         assert!(md.contains("![Start-up time per target](startup.png)"));
+    }
+
+    #[test]
+    fn probe_and_density_sets_add_their_charts_and_name_the_claims_sources() {
+        let out = tempfile::tempdir().unwrap();
+        write(&fixtures(&FULL_FIXTURES), out.path()).unwrap();
+        for chart in ["isolation", "density"] {
+            assert!(out.path().join(format!("{chart}.png")).is_file(), "{chart}");
+        }
+        let text = fs::read_to_string(out.path().join("report.html")).unwrap();
+        let doc = scraper::Html::parse_document(&text);
+        assert!(doc.errors.is_empty(), "{:?}", doc.errors);
+        let cell = |row: usize, col: usize| {
+            let css = format!("#claims + table tbody tr:nth-child({row}) td:nth-child({col})");
+            let selector = scraper::Selector::parse(&css).unwrap();
+            doc.select(&selector)
+                .next()
+                .unwrap()
+                .text()
+                .collect::<String>()
+        };
+        assert!(cell(4, 5).starts_with("density run set"), "{}", cell(4, 5));
+        assert!(cell(6, 5).contains("probe.json"), "{}", cell(6, 5));
+        assert_eq!(cell(6, 6), "holds");
+        assert!(text.contains("not measured: start-up phases"));
+        assert!(text.contains("isolab run --explain"));
     }
 
     #[test]

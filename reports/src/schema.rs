@@ -15,7 +15,11 @@ use serde_json::{Number, Value};
 ///
 /// - 1: bench results.
 /// - 2: `kind: density` result sets, with [`TargetResult::density`].
-pub const SCHEMA_VERSION: u32 = 2;
+/// - 3: `kind: footprint` result sets, with [`ResultSet::footprint`]. A pure addition, so
+///   version 2 files are still read (as sets without a footprint).
+pub const SCHEMA_VERSION: u32 = 3;
+/// The oldest version this build still reads.
+pub const OLDEST_READABLE_VERSION: u32 = 2;
 
 /// Where a result was measured. Results whose fingerprints differ in anything but `git_revision`
 /// and `date` come from different hosts and are never merged into one series.
@@ -69,6 +73,9 @@ pub enum ResultKind {
     /// Idle instances started side by side, measured while all run, then stopped
     /// (`isolab bench --count N`); each instance is one of its target's `runs`.
     Density,
+    /// Bytes on disk of the image store (`isolab image du --results`): no runs, only
+    /// [`ResultSet::footprint`].
+    Footprint,
 }
 
 /// One run set: every target measured with the same workload bytes on one host.
@@ -85,6 +92,60 @@ pub struct ResultSet {
     pub runs_per_target: u32,
     pub warmup: u32,
     pub targets: Vec<TargetResult>,
+    /// Disk footprint of container images; present only in `kind: footprint` sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub footprint: Option<Footprint>,
+}
+
+/// What container images cost on disk, counted as allocated blocks (`st_blocks * 512`), not
+/// apparent sizes; hard links count once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Footprint {
+    /// What the numbers mean, in words.
+    pub units: String,
+    pub layers: Vec<FootprintLayer>,
+    pub images: Vec<FootprintImage>,
+    /// Containers that had a root in the store when it was measured.
+    pub containers: Vec<FootprintContainer>,
+    /// Everything under the store's directory, each inode once.
+    pub store_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FootprintLayer {
+    pub diff_id: String,
+    /// The unpacked directory overlayfs reads.
+    pub unpacked_bytes: u64,
+    /// The (compressed) blob as imported.
+    pub blob_bytes: u64,
+    /// Images using it: above 1 it is shared.
+    pub images: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FootprintImage {
+    pub id: String,
+    pub names: Vec<String>,
+    /// Its layers (unpacked and blob) no other image uses.
+    pub unique_bytes: u64,
+    /// Its layers other images use as well.
+    pub shared_bytes: u64,
+    /// Config, manifest and record.
+    pub metadata_bytes: u64,
+    /// unique + shared + metadata: what it costs alone.
+    pub total_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FootprintContainer {
+    pub id: String,
+    pub image: Option<String>,
+    /// Its upper layer: what it changed.
+    pub upper_bytes: u64,
 }
 
 /// The workload binary and how it was invoked; path, size and hash make "same bytes
@@ -282,16 +343,20 @@ pub enum SchemaError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("{path} uses result schema version {found}, this isolab reads version {expected} only")]
+    #[error(
+        "{path} uses result schema version {found}, this isolab reads version {oldest} up to version {expected}"
+    )]
     Version {
         path: PathBuf,
         found: u32,
+        oldest: u32,
         expected: u32,
     },
 }
 
 impl ResultSet {
-    /// Reads a result file, refusing any schema version but [`SCHEMA_VERSION`].
+    /// Reads a result file, refusing schema versions outside [`OLDEST_READABLE_VERSION`] to
+    /// [`SCHEMA_VERSION`].
     pub fn load(path: &Path) -> Result<ResultSet, SchemaError> {
         let text = fs::read_to_string(path).map_err(|source| SchemaError::Read {
             path: path.to_owned(),
@@ -313,10 +378,11 @@ impl ResultSet {
             source,
         };
         let probe: VersionProbe = serde_json::from_str(text).map_err(parse_error)?;
-        if probe.schema_version != SCHEMA_VERSION {
+        if !(OLDEST_READABLE_VERSION..=SCHEMA_VERSION).contains(&probe.schema_version) {
             return Err(SchemaError::Version {
                 path: origin.to_owned(),
                 found: probe.schema_version,
+                oldest: OLDEST_READABLE_VERSION,
                 expected: SCHEMA_VERSION,
             });
         }
@@ -372,7 +438,39 @@ pub(crate) mod tests {
                 runs,
                 density: None,
             }],
+            footprint: None,
         }
+    }
+
+    #[test]
+    fn footprint_sets_round_trip_and_version_2_files_still_load() {
+        let mut set = sample_set();
+        set.kind = ResultKind::Footprint;
+        set.targets.clear();
+        set.footprint = Some(Footprint {
+            units: "bytes allocated".into(),
+            layers: vec![FootprintLayer {
+                diff_id: "ab".repeat(32),
+                unpacked_bytes: 8192,
+                blob_bytes: 4096,
+                images: 2,
+            }],
+            images: vec![],
+            containers: vec![FootprintContainer {
+                id: "c".into(),
+                image: None,
+                upper_bytes: 4096,
+            }],
+            store_bytes: 1 << 20,
+        });
+        let text = serde_json::to_string(&set).unwrap();
+        assert_eq!(ResultSet::parse(&text, Path::new("f.json")).unwrap(), set);
+        let mut old = serde_json::to_value(sample_set()).unwrap();
+        old["schema_version"] = json!(2);
+        let loaded = ResultSet::parse(&old.to_string(), Path::new("v2.json")).unwrap();
+        assert_eq!(loaded.footprint, None);
+        old["schema_version"] = json!(1);
+        assert!(ResultSet::parse(&old.to_string(), Path::new("v1.json")).is_err());
     }
 
     #[test]

@@ -379,7 +379,7 @@ fn du_counts_allocated_blocks_and_shared_layers() {
     let plain = dir.path().join("base.tar");
     fs::write(&plain, &base).unwrap();
     let b = store.import(&plain, Some("b")).unwrap();
-    let root = store.prepare_rootfs("b", "c1").unwrap();
+    let root = store.prepare_rootfs("b", "c1", "test").unwrap();
     fs::write(root.upper.join("written"), vec![7u8; 50_000]).unwrap();
 
     let usage = store.disk_usage().unwrap();
@@ -436,10 +436,10 @@ fn overlay_roots_hide_whiteouts_and_keep_writes_in_upper() {
     let layout = dir.path().join("layout");
     oci_layout(&layout, "img:1");
     let record = store.import(&layout, None).unwrap();
-    let one = store.prepare_rootfs("img:1", "one").unwrap();
-    let two = store.prepare_rootfs("img:1", "two").unwrap();
+    let one = store.prepare_rootfs("img:1", "one", "test").unwrap();
+    let two = store.prepare_rootfs("img:1", "two", "test").unwrap();
     assert!(matches!(
-        store.prepare_rootfs("img:1", "one"),
+        store.prepare_rootfs("img:1", "one", "test"),
         Err(ImageError::ContainerExists(_))
     ));
     assert_eq!(one.config.cmd, vec!["/bin/sh"]);
@@ -452,7 +452,7 @@ fn overlay_roots_hide_whiteouts_and_keep_writes_in_upper() {
     fs::create_dir_all(&m1).unwrap();
     fs::create_dir_all(&m2).unwrap();
     let start = std::time::Instant::now();
-    let three = store.prepare_rootfs("img:1", "three").unwrap();
+    let three = store.prepare_rootfs("img:1", "three", "test").unwrap();
     eprintln!("prepare_rootfs: {:?}", start.elapsed());
     store.release_rootfs("three").unwrap();
     assert!(!three.upper.exists());

@@ -227,12 +227,33 @@ pub struct StatsArgs {
     json: bool,
 }
 
+/// `isolab stats --json`: the cgroup's figures and what the process holding the container
+/// costs the host (the supervisor of a detached container, `isolab run` of a foreground one).
+#[derive(Debug, serde::Serialize)]
+struct StatsReport {
+    #[serde(flatten)]
+    cgroup: isolab_runtime::cgroups::Stats,
+    supervisor_pid: i32,
+    /// Proportional set size from /proc/PID/smaps_rollup; `None` when it cannot be read.
+    supervisor_pss_kib: Option<u64>,
+}
+
 pub fn stats(args: StatsArgs) -> Result<(), Failure> {
-    let stats = lifecycle::stats(&args.name).map_err(failure)?;
+    let (state, cgroup) = lifecycle::stats(&args.name).map_err(failure)?;
+    let supervisor_pss_kib =
+        std::fs::read_to_string(format!("/proc/{}/smaps_rollup", state.supervisor_pid))
+            .ok()
+            .and_then(|text| isolab_bench::procfs::parse_pss_kib(&text));
+    let report = StatsReport {
+        cgroup,
+        supervisor_pid: state.supervisor_pid,
+        supervisor_pss_kib,
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&stats).map_err(coded)?);
+        println!("{}", serde_json::to_string_pretty(&report).map_err(coded)?);
         return Ok(());
     }
+    let stats = &report.cgroup;
     let bytes =
         |v: Option<u64>| v.map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0));
     let number = |v: Option<u64>| v.map_or("-".into(), |n| n.to_string());
@@ -258,6 +279,13 @@ pub fn stats(args: StatsArgs) -> Result<(), Failure> {
         limit(stats.pids_limit, &number)
     );
     println!("oom kills        {}", number(stats.oom_kills));
+    println!(
+        "supervisor       pid {}, PSS {}",
+        report.supervisor_pid,
+        report
+            .supervisor_pss_kib
+            .map_or("-".into(), |kib| format!("{kib} KiB"))
+    );
     Ok(())
 }
 

@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use anyhow::{Context, anyhow};
 use clap::{Args, Subcommand, ValueEnum};
-use isolab_runtime::image::{Base, BuildOptions, ImageError, Store};
+use isolab_reports::schema::{Footprint, ResultKind, ResultSet, SCHEMA_VERSION, WorkloadInfo};
+use isolab_runtime::image::{Base, BuildOptions, DiskUsage, ImageError, Store};
 
 use crate::failure::Failure;
 
@@ -62,6 +63,10 @@ enum ImageCommand {
     Du {
         #[arg(long)]
         json: bool,
+        /// Also write the figures as a result file (`kind: footprint`, the bench schema), for
+        /// reports to put beside VM disk, initramfs and kernel sizes.
+        #[arg(long, value_name = "FILE")]
+        results: Option<PathBuf>,
     },
 }
 
@@ -72,7 +77,7 @@ enum BaseArg {
     Debian,
 }
 
-fn failure(error: ImageError) -> Failure {
+pub(crate) fn failure(error: ImageError) -> Failure {
     if error.is_bad_input() {
         Failure::BadInput(anyhow!(error))
     } else if error.is_host_lacking() {
@@ -84,6 +89,50 @@ fn failure(error: ImageError) -> Failure {
 
 fn json(value: &impl serde::Serialize) -> String {
     serde_json::to_string_pretty(value).expect("reports serialize")
+}
+
+/// The workload binary the images are built with: `$ISOLAB_WORKLOAD`, else next to isolab.
+fn workload_info() -> Result<WorkloadInfo, Failure> {
+    let path = match std::env::var_os("ISOLAB_WORKLOAD") {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe()
+            .context("locating the isolab executable")
+            .map_err(Failure::HostLacks)?
+            .with_file_name("isolab-workload"),
+    };
+    let (sha256, size_bytes) =
+        isolab_bench::workload::hash_file(&path).map_err(|e| Failure::HostLacks(anyhow!(e)))?;
+    Ok(WorkloadInfo {
+        path: path.display().to_string(),
+        sha256,
+        size_bytes,
+        mode: "footprint".into(),
+        args: Vec::new(),
+    })
+}
+
+/// `usage` as a `kind: footprint` result set in `path`.
+fn write_footprint(usage: &DiskUsage, path: &std::path::Path) -> Result<(), Failure> {
+    // The report's types mirror the store's field for field; JSON carries one into the other.
+    let footprint: Footprint = serde_json::to_value(usage)
+        .and_then(serde_json::from_value)
+        .expect("the footprint section mirrors DiskUsage");
+    let set = ResultSet {
+        schema_version: SCHEMA_VERSION,
+        kind: ResultKind::Footprint,
+        host: isolab_bench::fingerprint::collect(),
+        command: super::bench::invocation(),
+        workload: workload_info()?,
+        runs_per_target: 0,
+        warmup: 0,
+        targets: Vec::new(),
+        footprint: Some(footprint),
+    };
+    std::fs::write(path, json(&set))
+        .with_context(|| format!("writing {}", path.display()))
+        .map_err(Failure::BadInput)?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
 }
 
 pub fn run(args: ImageArgs) -> Result<(), Failure> {
@@ -174,8 +223,14 @@ pub fn run(args: ImageArgs) -> Result<(), Failure> {
                 .map_err(Failure::BadInput)?;
             store.export(&image, BufWriter::new(out)).map_err(failure)?;
         }
-        ImageCommand::Du { json: as_json } => {
+        ImageCommand::Du {
+            json: as_json,
+            results,
+        } => {
             let usage = store.disk_usage().map_err(failure)?;
+            if let Some(path) = results {
+                write_footprint(&usage, &path)?;
+            }
             if as_json {
                 println!("{}", json(&usage));
             } else {

@@ -1,5 +1,6 @@
 //! `isolab kernel fetch`: Debian's cloud kernel for Linux guests (see
-//! `isolab_microvm::kernel`). Prints the stored vmlinuz, its package and SHA-256; a second
+//! `isolab_microvm::kernel`). Prints the stored vmlinuz, the vmlinux decompressed from it,
+//! its package and SHA-256; a second
 //! run finds it in the cache without the network.
 //!
 //! Exit status: 0, or 3 when apt/dpkg are missing or the download fails (the host lacks
@@ -20,7 +21,8 @@ pub struct KernelArgs {
 #[derive(Debug, Subcommand)]
 pub enum KernelCommand {
     /// Download linux-image-cloud-amd64 with apt-get, keep its vmlinuz with version and
-    /// sha256 ($ISOLAB_KERNEL_CACHE, default /var/cache/isolab/kernels).
+    /// sha256 and the ELF vmlinux decompressed from it ($ISOLAB_KERNEL_CACHE, default
+    /// /var/cache/isolab/kernels).
     Fetch,
 }
 
@@ -36,8 +38,9 @@ pub fn run(args: KernelArgs) -> Result<(), Failure> {
             }
         })?;
     println!(
-        "{}\tpackage={}\tsha256={}",
+        "{}\tvmlinux={}\tpackage={}\tsha256={}",
         stored.vmlinuz.display(),
+        stored.vmlinux.display(),
         stored.package,
         stored.sha256
     );

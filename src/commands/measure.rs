@@ -1,13 +1,14 @@
 //! `isolab measure`: the main job. Prepares the host, shows what it offers, then measures
 //! every workload mode on every target this build and host can run, side by side in one
-//! run, and writes the results.
+//! run set per mode, plus a density run of idle instances, and writes the report.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use isolab_bench::BenchConfig;
-use isolab_bench::target::{AVAILABLE, PLANNED};
+use isolab_bench::density::DensityConfig;
+use isolab_bench::target::{AVAILABLE, PLANNED, Target};
 use isolab_bench::workload::{Mode, Sizes};
 
 use crate::commands::bench::{failure, invocation, print_outcome};
@@ -15,24 +16,71 @@ use crate::commands::doctor::{self, DoctorArgs};
 use crate::commands::setup::{self, Job};
 use crate::failure::Failure;
 
+/// Targets that run the workload one run at a time but cannot run several instances side
+/// by side, and why: they are left out of the density run only.
+const NO_DENSITY: [(&str, &str); 1] = [(
+    "runc",
+    "its bench target gives every run of a run set the same container id, so a second \
+     instance is refused while the first runs",
+)];
+
 #[derive(Debug, Args)]
 pub struct MeasureArgs {
-    /// Fewer runs per target: a rough picture in well under a minute.
+    /// Fewer runs per target and fewer density instances: a rough picture in under a minute.
     #[arg(long)]
     quick: bool,
-    /// Directory for the results (created if missing).
+    /// Directory for the results and the report (created if missing).
     #[arg(long, value_name = "DIR", default_value = "results")]
     out: PathBuf,
+    /// Measured runs per target in every workload, without warmup runs, instead of the
+    /// defaults; e.g. 1 for a smoke test of the whole job.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    runs: Option<u32>,
+    /// Idle instances per target in the density run [default: 50, 10 with --quick].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    count: Option<u32>,
 }
 
 /// Runs per target for each mode: start-up is noisy and cheap, so it gets many more runs
-/// than the run-time workloads, whose figures are already averages over many operations.
-fn runs(mode: Mode, quick: bool) -> (u32, u32) {
-    match (mode, quick) {
-        (Mode::Ready, false) => (50, 5),
-        (Mode::Ready, true) => (15, 2),
-        (_, false) => (10, 1),
-        (_, true) => (3, 1),
+/// than the run-time workloads, whose figures are already averages over many operations;
+/// the probe reports state, not a timing, so one run says it all. Sized so that the whole
+/// job stays under 5 minutes (1 with --quick) on a 2-CPU host with a mini VM among the
+/// targets.
+fn runs(mode: Mode, quick: bool, fixed: Option<u32>) -> (u32, u32) {
+    match (mode, quick, fixed) {
+        (Mode::Probe, _, _) => (1, 0),
+        (_, _, Some(n)) => (n, 0),
+        (Mode::Ready, false, None) => (40, 3),
+        (Mode::Ready, true, None) => (5, 1),
+        (_, false, None) => (8, 1),
+        (_, true, None) => (2, 0),
+    }
+}
+
+/// Density instances per target, and how many start per step: five steps give the
+/// memory-per-instance slope five points; --quick starts all at once, as every step costs
+/// a second of settling per target (see `isolab_bench::density::SETTLE`).
+fn density_count(quick: bool, fixed: Option<u32>) -> (u32, u32) {
+    let count = fixed.unwrap_or(if quick { 10 } else { 50 });
+    (count, if quick { count } else { count.div_ceil(5) })
+}
+
+/// Where the job is: "[3/8] workload `mem` (41 s so far)".
+struct Stages {
+    total: usize,
+    done: usize,
+    start: Instant,
+}
+
+impl Stages {
+    fn next(&mut self, title: &str) {
+        self.done += 1;
+        section(&format!(
+            "[{}/{}] {title} ({:.0} s so far)",
+            self.done,
+            self.total,
+            self.start.elapsed().as_secs_f64()
+        ));
     }
 }
 
@@ -48,19 +96,38 @@ pub fn run(args: MeasureArgs) -> Result<(), Failure> {
         eprintln!("isolab measure: {}", problem.message().unwrap_or_default());
     }
 
+    section("targets");
     let targets: Vec<String> = AVAILABLE
         .iter()
-        .filter(|&&t| t != "vm-mini" || vm_mini_usable())
-        .filter(|&&t| t != "runc" || runc_usable())
+        .filter(|t| usable(t))
         .map(|t| t.to_string())
         .collect();
+    let idle_targets: Vec<String> = targets
+        .iter()
+        .filter(|t| match NO_DENSITY.iter().find(|(name, _)| name == t) {
+            Some((name, why)) => {
+                println!("leaving {name} out of the density run: {why}");
+                false
+            }
+            None => true,
+        })
+        .cloned()
+        .collect();
+    println!("measuring: {}", targets.join(", "));
+
+    let mut stages = Stages {
+        total: Mode::ALL.len() + 2,
+        done: 0,
+        start: Instant::now(),
+    };
+    let mut files = Vec::new();
     for mode in Mode::ALL {
-        section(&format!(
+        stages.next(&format!(
             "workload `{}` on {}",
             mode.name(),
             targets.join(", ")
         ));
-        let (runs, warmup) = runs(mode, args.quick);
+        let (runs, warmup) = runs(mode, args.quick, args.runs);
         let config = BenchConfig {
             targets: targets.clone(),
             peers: Vec::new(),
@@ -73,33 +140,70 @@ pub fn run(args: MeasureArgs) -> Result<(), Failure> {
             timeout: Duration::from_secs(60),
             command: invocation(),
         };
-        print_outcome(&isolab_bench::run(&config).map_err(failure)?);
+        let outcome = isolab_bench::run(&config).map_err(failure)?;
+        print_outcome(&outcome);
+        files.extend(outcome.files);
+    }
+
+    let (count, step) = density_count(args.quick, args.count);
+    stages.next(&format!(
+        "density: {count} idle instances, {step} per step, on {}",
+        idle_targets.join(", ")
+    ));
+    let config = DensityConfig {
+        targets: idle_targets,
+        peers: Vec::new(),
+        workload_bin: None,
+        count,
+        step: Some(step),
+        out_dir: args.out.clone(),
+        timeout: Duration::from_secs(60),
+        command: invocation(),
+    };
+    let outcome = isolab_bench::density::run(&config).map_err(failure)?;
+    print_outcome(&outcome);
+    files.extend(outcome.files);
+
+    stages.next("report");
+    let json: Vec<PathBuf> = files
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "json"))
+        .collect();
+    let written =
+        isolab_reports::report::write(&json, &args.out).map_err(|e| Failure::BadInput(e.into()))?;
+    for file in &written {
+        println!("wrote {}", file.display());
     }
     section("not measured by this build");
     println!("{}", PLANNED.join(", "));
+    println!(
+        "\nreport: {} (measured in {:.0} s)",
+        args.out.join("report.html").display(),
+        stages.start.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
-/// Whether this host can run the `vm-mini` target: /dev/kvm opens, whatever its kind (the
-/// mini kernel runs on PVM too). Says why not when it cannot.
-fn vm_mini_usable() -> bool {
-    let reason = match isolab_microvm::host::KvmSupport::detect() {
-        Ok(kvm) if kvm.open => return true,
-        Ok(kvm) => kvm
-            .open_error
-            .unwrap_or_else(|| "there is no /dev/kvm".to_owned()),
-        Err(e) => e.to_string(),
+/// Whether this host can run `target`; says why not when it cannot. `vm-mini` needs
+/// /dev/kvm to open, whatever its kind (the mini kernel runs on PVM too); every other
+/// target needs what [`Target::named`] checks (its tool installed).
+fn usable(target: &str) -> bool {
+    let reason = if target == "vm-mini" {
+        match isolab_microvm::host::KvmSupport::detect() {
+            Ok(kvm) if kvm.open => None,
+            Ok(kvm) => Some(
+                kvm.open_error
+                    .unwrap_or_else(|| "there is no /dev/kvm".to_owned()),
+            ),
+            Err(e) => Some(e.to_string()),
+        }
+    } else {
+        Target::named(target).err().map(|e| e.to_string())
     };
-    println!("skipping target vm-mini: {reason}");
-    false
-}
-
-/// Whether runc is installed (setup installs it for the main job); says why not otherwise.
-fn runc_usable() -> bool {
-    match isolab_bench::target::Target::named("runc") {
-        Ok(_) => true,
-        Err(e) => {
-            println!("skipping target runc: {e}");
+    match reason {
+        None => true,
+        Some(why) => {
+            println!("skipping target {target}: {why}");
             false
         }
     }

@@ -1,6 +1,7 @@
 //! One module per subcommand: its options and the call into the crate that does the work.
 
 pub mod bench;
+pub mod changes;
 pub mod compare;
 pub mod container;
 pub mod doctor;
@@ -26,7 +27,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Compare(args) => compare::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Measure(args) => measure::run(args),
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Ps(args) => container::ps(args),
         Command::Exec(args) => container::exec(args),
         Command::Logs(args) => container::logs(args),
@@ -40,6 +41,8 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Sandbox(args) => sandbox::run(args),
         Command::Vm(args) => vm::run(args),
         Command::Image(args) => image::run(args),
+        Command::Diff(args) => changes::diff(args),
+        Command::Commit(args) => changes::commit(args),
         Command::Lab(args) => lab::run(args),
         Command::Kernel(args) => kernel::run(args),
     }

@@ -7,8 +7,10 @@ use anyhow::anyhow;
 use clap::Args;
 use isolab_runtime::cgroups::{MemorySwap, Resources};
 use isolab_runtime::container::config::{self, ConfigError};
+use isolab_runtime::container::image_root::{ImageRoot, ImageRootError};
 use isolab_runtime::container::{self as runtime, ContainerConfig, Outcome, RunError, User};
 use isolab_runtime::explain::Explain;
+use isolab_runtime::image::Store;
 
 use crate::failure::Failure;
 
@@ -20,16 +22,25 @@ pub struct RunArgs {
     /// Hostname inside the container (default: the name).
     #[arg(long)]
     hostname: Option<String>,
-    /// Directory to use as the container's root filesystem.
-    #[arg(long)]
-    rootfs: PathBuf,
+    /// Directory to use as the container's root filesystem (instead of an IMAGE).
+    #[arg(long, conflicts_with = "image", required_unless_present = "image")]
+    rootfs: Option<PathBuf>,
+    /// Image (NAME[:TAG] or id) whose layers become the container's root: an overlay with
+    /// a fresh upper layer, removed with the container. Its entrypoint, cmd, env, workdir
+    /// and user apply; CMD replaces its cmd, and options given here win.
+    #[arg(value_name = "IMAGE")]
+    image: Option<String>,
+    /// The image store's directory [default: $ISOLAB_STORE, else /var/lib/isolab].
+    #[arg(long, value_name = "DIR", requires = "image")]
+    store: Option<PathBuf>,
     /// Set an environment variable (repeatable).
     #[arg(short = 'e', long = "env", value_name = "KEY=VAL")]
     env: Vec<String>,
     /// Working directory inside the container (default: /).
     #[arg(long, short = 'w')]
     workdir: Option<String>,
-    /// Numeric user (and group) to run the command as.
+    /// User (and group) to run the command as: numeric, or names from an image's
+    /// /etc/passwd and /etc/group.
     #[arg(long, short = 'u', value_name = "UID[:GID]")]
     user: Option<String>,
     /// Mount the root filesystem read-only.
@@ -80,8 +91,9 @@ pub struct RunArgs {
     /// to `isolab logs NAME`, and a small supervisor process records how it ends.
     #[arg(long, short = 'd')]
     detach: bool,
-    /// The command to run as the container's PID 1, and its arguments.
-    #[arg(last = true, required = true, value_name = "CMD")]
+    /// The command to run as the container's PID 1, and its arguments (with an image: the
+    /// arguments to its entrypoint, replacing its cmd; optional).
+    #[arg(last = true, required_unless_present = "image", value_name = "CMD")]
     command: Vec<String>,
 }
 
@@ -98,7 +110,20 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
     let start = Instant::now();
     let explain = explain_from(args.explain, start);
     let detach = args.detach;
-    let config = container_config(args).map_err(|e| Failure::Coded(125, anyhow!(e)))?;
+    let image = args.image.clone();
+    let store = Store::default_root(args.store.as_deref());
+    let (user, command) = (args.user.clone(), args.command.clone());
+    let mut config = container_config(args).map_err(|e| Failure::Coded(125, anyhow!(e)))?;
+    // Held until the container is gone: dropping it removes the upper layer.
+    let image_root = match image {
+        Some(image) => {
+            let root = ImageRoot::prepare(&store, &image, &config.name).map_err(image_failure)?;
+            root.apply(&mut config, command, user.as_deref())
+                .map_err(image_failure)?;
+            Some(root)
+        }
+        None => None,
+    };
     if config.privileged {
         eprintln!(
             "isolab: WARNING: --privileged: container {} gets every capability, no seccomp filter and the host's kernel interfaces writable; it can take over the host",
@@ -109,6 +134,10 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         // The supervisor is a fresh image of this very binary (see lifecycle::detach).
         let supervisor = ["/proc/self/exe".to_string(), "supervise".to_string()];
         runtime::lifecycle::detach(&config, &supervisor).map_err(run_failure)?;
+        // Removed by `isolab rm`, or `gc` once nothing owns it.
+        if let Some(root) = image_root {
+            root.keep();
+        }
         println!("{}", config.name);
         return Ok(());
     }
@@ -134,6 +163,11 @@ pub fn run(args: RunArgs) -> Result<(), Failure> {
         Ok(outcome) => Err(Failure::PassThrough(outcome.exit_code())),
         Err(e) => Err(run_failure(e)),
     }
+}
+
+/// Docker's convention: a missing image or a bad option is isolab's own failure, 125.
+fn image_failure(error: ImageRootError) -> Failure {
+    Failure::Coded(125, anyhow!(error))
 }
 
 fn run_failure(error: RunError) -> Failure {
@@ -162,7 +196,9 @@ fn container_config(args: RunArgs) -> Result<ContainerConfig, ConfigError> {
     Ok(ContainerConfig {
         hostname: args.hostname.unwrap_or_else(|| name.clone()),
         name,
-        rootfs: args.rootfs,
+        // An image root's path, command and user are set by ImageRoot::apply.
+        rootfs: args.rootfs.unwrap_or_default(),
+        overlay: None,
         command: args.command,
         env: args
             .env
@@ -170,12 +206,10 @@ fn container_config(args: RunArgs) -> Result<ContainerConfig, ConfigError> {
             .map(|e| config::parse_env(e))
             .collect::<Result<_, _>>()?,
         workdir: args.workdir,
-        user: args
-            .user
-            .as_deref()
-            .map(config::parse_user)
-            .transpose()?
-            .unwrap_or(User::default()),
+        user: match (&args.image, args.user.as_deref()) {
+            (None, Some(user)) => config::parse_user(user)?,
+            _ => User::default(),
+        },
         read_only: args.read_only,
         resources: Resources {
             memory,

@@ -47,8 +47,23 @@ const REQUIREMENTS: &[Requirement] = &[
         jobs: &[Job::Main],
     },
     Requirement {
+        package: "docker.io",
+        why: "the docker target (dockerd, started by isolab bench when it is not running)",
+        jobs: &[Job::Main],
+    },
+    Requirement {
+        package: "podman",
+        why: "the podman target, run with runc",
+        jobs: &[Job::Main],
+    },
+    Requirement {
         package: "qemu-system-x86",
         why: "the test sandbox: standard KVM and pure cgroup v2 under TCG (isolab sandbox)",
+        jobs: &[Job::Tests],
+    },
+    Requirement {
+        package: "binutils",
+        why: "objcopy: the test sandbox copies isolab in without its debug sections, which keeps its boots (and the Linux-guest tests) fast",
         jobs: &[Job::Tests],
     },
 ];

@@ -35,11 +35,12 @@
 //! # Linux guests
 //!
 //! `isolab vm run --kernel PATH --workload MODE ARGS…` (or `--guest linux`, which defaults
-//! to the kernel `isolab kernel fetch` stored) boots a standard kernel with `isolab-workload`
-//! as `/init` of an initramfs (see `isolab_microvm::linux`). The guest's console is copied
-//! to stdout; at the end one JSON line on stderr reports the times to the first guest
-//! instruction, the first console line and `ISOLAB-READY`, the total, VM exits by reason,
-//! the monitor's PSS without guest RAM, and the guest RAM touched. Exit status as above,
+//! to the ELF vmlinux `isolab kernel fetch` stored) boots a standard kernel with
+//! `isolab-workload` as `/init` of an initramfs (see `isolab_microvm::linux`). The guest's
+//! console is copied to stdout; at the end one JSON line on stderr reports the times to the
+//! first guest instruction, the first console line and `ISOLAB-READY`, the total, VM exits
+//! by reason, the monitor's PSS and anonymous memory without guest RAM, and the guest RAM
+//! touched. `--explain` adds the port I/O exits by port. Exit status as above,
 //! plus:
 //! - 3: this host cannot boot standard kernels (PVM, or no KVM);
 //! - 121: the guest kernel panicked (other than by init exiting), e.g. no init to run;
@@ -97,8 +98,8 @@ pub struct RunArgs {
     /// The workload ELF [default: isolab-workload next to the isolab executable].
     #[arg(long, value_name = "PATH")]
     pub workload_bin: Option<PathBuf>,
-    /// Linux guests: the kernel, an ELF vmlinux or a bzImage [default: the one `isolab
-    /// kernel fetch` stored]. Implies `--guest linux`.
+    /// Linux guests: the kernel, an ELF vmlinux or a bzImage [default: the vmlinux
+    /// `isolab kernel fetch` stored]. Implies `--guest linux`.
     #[arg(long, value_name = "PATH")]
     pub kernel: Option<PathBuf>,
     /// Linux guests: this initrd instead of the built initramfs with the workload as /init.
@@ -179,7 +180,7 @@ fn run_linux(args: RunArgs) -> Result<(), Failure> {
         None => {
             isolab_microvm::kernel::stored(&isolab_microvm::kernel::default_cache())
                 .map_err(|e| Failure::BadInput(e.into()))?
-                .vmlinuz
+                .vmlinux
         }
     };
     let workload = match args.workload_bin {
@@ -228,6 +229,7 @@ fn run_linux(args: RunArgs) -> Result<(), Failure> {
                 "total_ms": ms(Some(run.total)),
                 "exits": exits,
                 "vmm_pss_bytes": run.vmm_pss,
+                "vmm_anon_bytes": run.vmm_anon,
                 "guest_ram_touched_bytes": run.guest_ram_touched,
                 "outcome": format!("{:?}", run.outcome),
             }

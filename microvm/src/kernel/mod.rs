@@ -1,6 +1,7 @@
 //! `isolab kernel fetch`: Debian's cloud kernel for Linux guests, fetched once with
 //! `apt-get download` (never installed on the host), unpacked with `dpkg-deb -x`, and kept
-//! as `<cache>/<package>/vmlinuz` with its version and SHA-256 beside it. `current` names
+//! as `<cache>/<package>/vmlinuz` with its version and SHA-256 beside it, and the ELF
+//! `vmlinux` decompressed from it ([`vmlinux`]), which boots faster. `current` names
 //! the package in use, so later runs (and `isolab vm run` without `--kernel`) work offline.
 
 use std::fs;
@@ -8,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
+
+pub mod vmlinux;
 
 /// The metapackage that depends on Debian's current cloud kernel.
 pub const METAPACKAGE: &str = "linux-image-cloud-amd64";
@@ -38,6 +41,12 @@ pub enum KernelError {
     NoVmlinuz(PathBuf),
     #[error("no kernel fetched yet: run `isolab kernel fetch` (or pass --kernel)")]
     NotFetched,
+    #[error("decompressing {path} into an ELF vmlinux")]
+    Vmlinux {
+        path: PathBuf,
+        #[source]
+        source: vmlinux::VmlinuxError,
+    },
 }
 
 /// A kernel in the cache.
@@ -46,6 +55,8 @@ pub struct Stored {
     /// `<package>_<version>_<arch>`, as the `.deb` was named.
     pub package: String,
     pub vmlinuz: PathBuf,
+    /// The ELF kernel inside `vmlinuz`, what `isolab vm run` boots by default.
+    pub vmlinux: PathBuf,
     pub sha256: String,
 }
 
@@ -70,20 +81,43 @@ pub fn stored(cache: &Path) -> Result<Stored, KernelError> {
     let sha_path = dir.join("sha256");
     let sha256 = fs::read_to_string(&sha_path).map_err(io_err(&sha_path))?;
     let vmlinuz = dir.join("vmlinuz");
-    if !vmlinuz.is_file() {
+    let vmlinux = dir.join("vmlinux");
+    if !vmlinuz.is_file() || !vmlinux.is_file() {
         return Err(KernelError::NotFetched);
     }
     Ok(Stored {
         package: package.trim().to_owned(),
         vmlinuz,
+        vmlinux,
         sha256: sha256.trim().to_owned(),
     })
+}
+
+/// Writes the ELF vmlinux of the bzImage `vmlinuz` to `out`.
+pub fn write_vmlinux(vmlinuz: &Path, out: &Path) -> Result<(), KernelError> {
+    let bytes = fs::read(vmlinuz).map_err(io_err(vmlinuz))?;
+    let elf = vmlinux::extract(&bytes).map_err(|source| KernelError::Vmlinux {
+        path: vmlinuz.to_owned(),
+        source,
+    })?;
+    fs::write(out, elf).map_err(io_err(out))
 }
 
 /// The stored kernel, fetched first if there is none; `log` hears about each step.
 pub fn fetch(cache: &Path, log: &mut dyn FnMut(&str)) -> Result<Stored, KernelError> {
     if let Ok(kernel) = stored(cache) {
         return Ok(kernel);
+    }
+    // A kernel stored before vmlinux was kept beside it only needs decompressing.
+    if let Ok(package) = fs::read_to_string(cache.join(CURRENT)) {
+        let dir = cache.join(package.trim());
+        if dir.join("vmlinuz").is_file() {
+            log("decompressing vmlinuz into vmlinux");
+            let partial = dir.join(".vmlinux");
+            write_vmlinux(&dir.join("vmlinuz"), &partial)?;
+            fs::rename(&partial, dir.join("vmlinux")).map_err(io_err(&dir))?;
+            return stored(cache);
+        }
     }
     fs::create_dir_all(cache).map_err(io_err(cache))?;
     let work = tempfile::Builder::new()
@@ -132,6 +166,8 @@ pub fn fetch(cache: &Path, log: &mut dyn FnMut(&str)) -> Result<Stored, KernelEr
     let sha256 = hex(&Sha256::digest(&bytes));
     fs::write(out.join("vmlinuz"), &bytes).map_err(io_err(&out))?;
     fs::write(out.join("sha256"), format!("{sha256}\n")).map_err(io_err(&out))?;
+    log("decompressing vmlinuz into vmlinux");
+    write_vmlinux(&out.join("vmlinuz"), &out.join("vmlinux"))?;
     let dir = cache.join(&name);
     if !dir.join("vmlinuz").is_file() {
         fs::rename(&out, &dir).map_err(io_err(&dir))?;
@@ -207,8 +243,15 @@ mod tests {
         fs::write(dir.join("vmlinuz"), b"k").unwrap();
         fs::write(dir.join("sha256"), "abc\n").unwrap();
         fs::write(cache.path().join(CURRENT), "linux-image-x_1_amd64").unwrap();
+        assert!(
+            matches!(stored(cache.path()), Err(KernelError::NotFetched)),
+            "a cache without vmlinux is fetched again"
+        );
+        fs::write(dir.join("vmlinux"), b"\x7fELF").unwrap();
+        fs::write(cache.path().join(CURRENT), "linux-image-x_1_amd64").unwrap();
         let kernel = fetch(cache.path(), &mut |_| panic!("no network when cached")).unwrap();
         assert_eq!(kernel.sha256, "abc");
         assert_eq!(kernel.vmlinuz, dir.join("vmlinuz"));
+        assert_eq!(kernel.vmlinux, dir.join("vmlinux"));
     }
 }

@@ -11,9 +11,14 @@ use kvm_bindings::CpuId;
 const HYPERVISOR: u32 = 1 << 31;
 /// Leaf 1 EDX: the logical processor count in EBX[23:16] is valid.
 const HTT: u32 = 1 << 28;
+/// Leaf 1 ECX: the local APIC timer has TSC-deadline mode. KVM emulates it with its
+/// in-kernel LAPIC (KVM_CAP_TSC_DEADLINE_TIMER) but leaves it out of the supported
+/// leaves; without it Linux calibrates the APIC timer by polling for ~100 ms.
+const TSC_DEADLINE: u32 = 1 << 24;
 
-/// The CPUID for vCPU `index` of `count`.
-pub fn for_vcpu(supported: &CpuId, index: u8, count: u8) -> CpuId {
+/// The CPUID for vCPU `index` of `count`; `tsc_deadline`: KVM emulates the TSC-deadline
+/// timer.
+pub fn for_vcpu(supported: &CpuId, index: u8, count: u8, tsc_deadline: bool) -> CpuId {
     let mut cpuid = supported.clone();
     for entry in cpuid.as_mut_slice() {
         match entry.function {
@@ -21,6 +26,9 @@ pub fn for_vcpu(supported: &CpuId, index: u8, count: u8) -> CpuId {
                 entry.ebx =
                     (entry.ebx & 0x0000_ffff) | (u32::from(index) << 24) | (u32::from(count) << 16);
                 entry.ecx |= HYPERVISOR;
+                if tsc_deadline {
+                    entry.ecx |= TSC_DEADLINE;
+                }
                 if count > 1 {
                     entry.edx |= HTT;
                 } else {
@@ -102,20 +110,22 @@ mod tests {
             entry(4, 0, [0xfc00_4121, 1, 2, 3]),
         ])
         .unwrap();
-        let cpu1 = for_vcpu(&supported, 1, 2);
+        let cpu1 = for_vcpu(&supported, 1, 2, true);
         let leaf1 = find(&cpu1, 1, 0);
         assert_eq!(leaf1.ebx >> 24, 1);
         assert_eq!((leaf1.ebx >> 16) & 0xff, 2);
         assert_eq!(leaf1.ebx & 0xffff, 0x0800, "CLFLUSH size kept");
         assert_ne!(leaf1.ecx & HYPERVISOR, 0);
         assert_ne!(leaf1.edx & HTT, 0);
+        assert_ne!(leaf1.ecx & TSC_DEADLINE, 0);
         assert_eq!(find(&cpu1, 0xb, 0).edx, 1);
         let core = find(&cpu1, 0xb, 1);
         assert_eq!((core.eax, core.ebx, core.ecx), (1, 2, 0x201));
         assert_eq!(find(&cpu1, 0xa, 0).eax, 0);
         assert_eq!(find(&cpu1, 4, 0).eax >> 26, 1);
-        let alone = for_vcpu(&supported, 0, 1);
+        let alone = for_vcpu(&supported, 0, 1, false);
         assert_eq!(find(&alone, 1, 0).edx & HTT, 0);
+        assert_eq!(find(&alone, 1, 0).ecx & TSC_DEADLINE, 0);
         assert_eq!(find(&alone, 1, 0).ebx >> 24, 0);
         // The host's copy is untouched.
         assert_eq!(find(&supported, 0xb, 0).edx, 7);

@@ -1,7 +1,8 @@
-//! An Intel MultiProcessor Specification 1.4 table: how a guest without ACPI learns its
-//! CPUs (one processor entry per vCPU), the I/O APIC and how the 16 ISA IRQs reach it.
-//! Linux finds it by scanning the last KiB of base memory, where [`super::boot::EBDA`]
-//! puts it; e820 reserves that KiB.
+//! An Intel MultiProcessor Specification 1.4 table: how a kernel without ACPI learns its
+//! CPUs (distribution kernels, Debian's cloud kernel among them, are built without the MP
+//! parser and read [`super::acpi`] instead): one processor entry per vCPU, the I/O APIC
+//! and how the 16 ISA IRQs reach it. Linux finds it by scanning the last KiB of base
+//! memory, where [`super::boot::EBDA`] puts it; e820 reserves that KiB.
 
 /// Where the local APICs and the I/O APIC sit (the architectural defaults, which KVM's
 /// in-kernel irqchip emulates).

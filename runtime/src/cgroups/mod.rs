@@ -94,6 +94,12 @@ pub enum CgroupError {
         #[source]
         source: io::Error,
     },
+    #[error("opening cgroup {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("a container named {name:?} exists already ({path} is present)")]
     NameInUse { name: String, path: PathBuf },
     #[error("removing cgroup {path}: {source}")]
@@ -169,6 +175,29 @@ pub trait CgroupManager: fmt::Debug {
     }
     /// What to mount inside the container.
     fn container_view(&self) -> ContainerView;
+    /// The one cgroup v2 directory a new process can be created in directly (clone3's
+    /// CLONE_INTO_CGROUP) once [`create`](Self::create) has run; `None` on v1 and hybrid
+    /// hierarchies, which a process can only be moved into.
+    fn clone_target(&self) -> Option<&Path> {
+        None
+    }
+    /// The files a single-threaded process writes "0" to, once [`create`](Self::create) has
+    /// run, to move itself in (v1's `tasks`). A thread that moves itself spares the kernel
+    /// the global threadgroup lock that a cgroup.procs write of another pid takes for
+    /// writing, and with it an RCU grace period: tenths of a millisecond instead of
+    /// milliseconds. Empty where the parent places the process (v2: clone3 does).
+    fn self_join_files(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+    /// Moves the calling process, which must be single-threaded, into the cgroup(s): by
+    /// itself where it can ([`self_join_files`](Self::self_join_files)), else by pid.
+    fn join_self(&self, explain: &Explain) -> Result<(), CgroupError> {
+        let files = self.self_join_files();
+        if files.is_empty() {
+            return self.add_process(std::process::id() as i32, explain);
+        }
+        files.iter().try_for_each(|file| write(explain, file, "0"))
+    }
     /// Removes the container's cgroup(s); ones that were never created are no error.
     fn remove(&self, explain: &Explain) -> Result<(), CgroupError>;
 }

@@ -39,6 +39,9 @@ pub(crate) struct ChildPlan {
     pub(crate) hostname: String,
     pub(crate) userns: bool,
     pub(crate) own_netns: bool,
+    /// The cgroup files the child writes "0" to, to move itself in after the parent's
+    /// go-ahead; empty when the parent (or clone3) places it.
+    pub(crate) join_cgroups: Vec<CString>,
     /// The child's end of the sync pipe.
     pub(crate) sync_rx: OwnedFd,
     /// The parent's ends, which the child's copy of the descriptor table must not keep open.
@@ -176,9 +179,16 @@ pub(crate) fn run(plan: &ChildPlan, arrays: &ExecArrays) -> ! {
         check!(p, loopback_up(), "bringing up the loopback interface");
     }
 
-    // The parent has put this process into its cgroup; a namespace created now has that
-    // cgroup as its root, so the container sees itself at "/".
+    // The parent has created the cgroups (and put this process into them, unless it moves
+    // itself); a namespace created now has that cgroup as its root, so the container sees
+    // itself at "/".
     wait_for_parent(plan);
+    for file in &plan.join_cgroups {
+        x.step(format_args!(
+            "write {file:?} = \"0\"  (moves itself: no threadgroup lock, no RCU grace period)"
+        ));
+        check!(p, join_cgroup(file), "joining the cgroup of {file:?}");
+    }
     x.step(format_args!("unshare(CLONE_NEWCGROUP)"));
     check!(
         p,
@@ -204,6 +214,16 @@ pub(crate) fn run(plan: &ChildPlan, arrays: &ExecArrays) -> ! {
         fail(p, Stage::Setup, errno, format_args!("{op}"));
     }
     confine_and_exec(p, arrays)
+}
+
+/// Moves the calling thread (this whole single-threaded process) into the cgroup of `file`.
+fn join_cgroup(file: &CStr) -> Result<(), Errno> {
+    let fd = nix::fcntl::open(
+        file,
+        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    nix::unistd::write(&fd, b"0").map(drop)
 }
 
 /// Parent-death signal and non-dumpable, first thing in a new process of the container.

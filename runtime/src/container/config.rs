@@ -10,6 +10,9 @@ pub struct ContainerConfig {
     pub name: String,
     pub hostname: String,
     pub rootfs: PathBuf,
+    /// Overlay mount options when the root is an image ([`super::image_root`]): mounted on
+    /// `rootfs` in the container's mount namespace instead of binding `rootfs` onto itself.
+    pub overlay: Option<String>,
     /// argv of the command; `argv[0]` is looked up in the container's `PATH` unless it has a `/`.
     pub command: Vec<String>,
     /// `KEY=VAL` pairs given with `-e`; they override the defaults (PATH, HOSTNAME, HOME).

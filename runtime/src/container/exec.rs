@@ -90,7 +90,7 @@ pub fn exec(config: &ExecConfig, explain: Explain) -> Result<Outcome, RunError> 
     // Joined from the host's view of the cgroup tree, before the mount and cgroup
     // namespaces hide it; the same manager reads the OOM count at the end.
     let cgroups = cgroups::existing(&config.name)?;
-    cgroups.add_process(std::process::id() as i32, &explain)?;
+    cgroups.join_self(&explain)?;
     explain.step(format_args!(
         "setns(pidfd of {}, {})",
         state.pid,

@@ -28,8 +28,6 @@ use super::{ContainerConfig, Outcome, RunError, sys, sys_err};
 use crate::cgroups::{self, Stats};
 use crate::explain::Explain;
 
-/// How often a waiting command looks again.
-const POLL: Duration = Duration::from_millis(10);
 /// How long `rm -f`, `stop` and `gc` wait for a SIGKILLed container to be recorded as ended.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 /// An empty cgroup younger than this may belong to an `isolab run` that has not moved its
@@ -493,25 +491,42 @@ pub fn kill(name: &str, signal: Signal) -> Result<(), RunError> {
     send(&open_running(&state)?, signal)
 }
 
-/// Waits until the container's init is gone and, for a recorded container, its end is
-/// recorded (or nobody is left to record it); false on timeout.
+/// Waits until the container's init is gone and, for a recorded container, its supervisor
+/// too: the supervisor exits only after it has recorded the end, so its exit (not a look at
+/// the record, which may still say running) is what tells that the record is final. Each
+/// wait is a poll on a pidfd, woken by the exit itself. False on timeout.
 fn wait_ended(state: &State, timeout: Duration) -> bool {
-    let store = Store::default();
+    let deadline = Instant::now() + timeout;
+    let mut watched = vec![(state.pid, state.pid_start_time)];
+    if !state.foreground {
+        watched.push((state.supervisor_pid, state.supervisor_start_time));
+    }
+    watched
+        .into_iter()
+        .all(|(pid, start)| match pidfd_for(pid, start) {
+            None => true,
+            Some(pidfd) => wait_exit(&pidfd, deadline.saturating_duration_since(Instant::now())),
+        })
+}
+
+/// Whether the process of `pidfd` exits within `timeout` (a pidfd polls readable then).
+fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
-        let ended = !state::is_alive(state.pid, state.pid_start_time)
-            && (state.foreground
-                || match store.read(&state.name) {
-                    Ok(now) => now.is_settled(),
-                    Err(_) => true,
-                });
-        if ended {
-            return true;
+        let mut poll = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: poll reads and writes the one pollfd passed, which lives on this stack.
+        match Errno::result(unsafe { libc::poll(&mut poll, 1, ms) }) {
+            Ok(0) => return false,
+            Ok(_) => return true,
+            Err(Errno::EINTR) => continue,
+            Err(_) => return false,
         }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(POLL);
     }
 }
 
@@ -519,18 +534,23 @@ fn wait_ended(state: &State, timeout: Duration) -> bool {
 pub fn stop(name: &str, timeout: Duration) -> Result<(), RunError> {
     let state = lookup(name)?;
     let Ok(pidfd) = open_running(&state) else {
-        return Ok(());
+        // Ended, but maybe not recorded yet: wait for the supervisor, as after a signal.
+        return ended_within(&state, KILL_GRACE);
     };
     send(&pidfd, Signal::SIGTERM)?;
     if wait_ended(&state, timeout) {
         return Ok(());
     }
     send(&pidfd, Signal::SIGKILL)?;
-    if wait_ended(&state, KILL_GRACE) {
+    ended_within(&state, KILL_GRACE)
+}
+
+fn ended_within(state: &State, timeout: Duration) -> Result<(), RunError> {
+    if wait_ended(state, timeout) {
         Ok(())
     } else {
         Err(RunError::Sys {
-            what: "waiting for the container to end after SIGKILL",
+            what: "waiting for the container's end to be recorded",
             source: Errno::ETIMEDOUT,
         })
     }
@@ -576,6 +596,7 @@ pub fn remove(name: &str, force: bool) -> Result<(), RunError> {
     // Nothing acts on the container any more: its cgroups are normally gone already (the
     // supervisor removes them), unless the supervisor was killed.
     remove_leftovers(name)?;
+    super::image_root::release(&state.rootfs, name)?;
     Ok(locked.remove()?)
 }
 
@@ -583,13 +604,15 @@ fn remove_leftovers(name: &str) -> Result<(), RunError> {
     Ok(cgroups::existing(name)?.remove(&Explain::off())?)
 }
 
-/// The cgroup figures of a running container.
-pub fn stats(name: &str) -> Result<Stats, RunError> {
+/// A running container's record (whose supervisor the caller may measure) and its cgroup
+/// figures.
+pub fn stats(name: &str) -> Result<(State, Stats), RunError> {
     let state = lookup(name)?;
     if !state.is_running() {
         return Err(RunError::NotRunning(name.into()));
     }
-    Ok(cgroups::existing(name)?.stats()?)
+    let stats = cgroups::existing(name)?.stats()?;
+    Ok((state, stats))
 }
 
 /// The log file of a detached container.
@@ -662,6 +685,8 @@ pub fn gc() -> Result<Vec<String>, RunError> {
         cgroups.remove(&Explain::off())?;
         removed.push(format!("cgroup isolab/{name}: no container owned it"));
     }
+    // After the records above: a root whose record was just removed is an orphan now.
+    removed.extend(super::image_root::gc()?);
     Ok(removed)
 }
 

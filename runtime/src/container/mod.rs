@@ -13,6 +13,7 @@ mod capabilities;
 mod child;
 pub mod config;
 mod exec;
+pub mod image_root;
 pub mod lifecycle;
 mod rootfs;
 mod seccomp;
@@ -21,8 +22,8 @@ mod sys;
 pub mod userns;
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -85,6 +86,8 @@ pub enum RunError {
     UserOutsideMap { uid: u32, gid: u32, count: u32 },
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    ImageRoot(#[from] image_root::ImageRootError),
     #[error("building the seccomp filter: {0}")]
     Seccomp(#[from] seccomp::SeccompError),
     #[error("{what}: {source}")]
@@ -359,12 +362,26 @@ fn start(config: &ContainerConfig, explain: Explain) -> Result<Running, RunError
         flags |= libc::CLONE_NEWTIME;
     }
 
+    // On v1 the init moves itself into its cgroups, which is far cheaper than being moved
+    // (see CgroupManager::self_join_files); not from a user namespace, whose root cannot
+    // write the host's cgroup files.
+    let join_cgroups = if config.userns {
+        Vec::new()
+    } else {
+        cgroups
+            .self_join_files()
+            .into_iter()
+            .map(|file| cstring(file.into_os_string().into_vec(), "cgroup path"))
+            .collect::<Result<_, _>>()?
+    };
+    let self_joins = !join_cgroups.is_empty();
     let (sync_rx, sync_tx) = sys::pipe().map_err(sys_err("creating the sync pipe"))?;
     let (report_rx, report_tx) = sys::pipe().map_err(sys_err("creating the error pipe"))?;
     let plan = ChildPlan {
         explain: explain.as_actor("init  "),
         mounts: Layout {
             rootfs: &rootfs,
+            overlay: config.overlay.as_deref(),
             read_only: config.read_only,
             privileged: config.privileged,
             own_netns,
@@ -376,6 +393,7 @@ fn start(config: &ContainerConfig, explain: Explain) -> Result<Running, RunError
         hostname: config.hostname.clone(),
         userns: config.userns,
         own_netns,
+        join_cgroups,
         sync_rx,
         parent_ends: [sync_tx.as_raw_fd(), report_rx.as_raw_fd()],
         process: process_plan(
@@ -387,10 +405,33 @@ fn start(config: &ContainerConfig, explain: Explain) -> Result<Running, RunError
     };
     let exec_arrays = plan.process.exec_arrays();
 
-    let pid = match sys::clone_process(flags as u64, &explain).map_err(sys_err("clone3"))? {
-        None => child::run(&plan, &exec_arrays),
-        Some(pid) => pid,
+    // On cgroup v2 the init is created inside its cgroup (CLONE_INTO_CGROUP), which needs
+    // the cgroup first. That spares the cgroup.procs write, whose migration takes
+    // cgroup_threadgroup_rwsem for writing: a percpu rwsem whose writer waits for an RCU
+    // grace period, milliseconds (see README, Containers).
+    let into = cgroups
+        .clone_target()
+        .map(|dir| {
+            create_before_clone(&*cgroups, dir, &config.resources, &explain).map(|fd| (fd, dir))
+        })
+        .transpose()?;
+    let cloned = sys::clone_process(
+        flags as u64,
+        into.as_ref().map(|(fd, dir)| (fd.as_fd(), *dir)),
+        &explain,
+    );
+    let (pid, in_cgroup) = match cloned {
+        Ok(sys::Cloned::Child) => child::run(&plan, &exec_arrays),
+        Ok(sys::Cloned::Parent { pid, in_cgroup }) => (pid, in_cgroup),
+        Err(e) => {
+            if into.is_some() {
+                let _ = cgroups.remove(&explain);
+            }
+            return Err(sys_err("clone3")(e));
+        }
     };
+    let created = into.is_some();
+    drop(into);
     // Closes the child's pipe ends here, so EOF on the error pipe means the child is gone
     // or has exec'd.
     drop(plan);
@@ -404,7 +445,19 @@ fn start(config: &ContainerConfig, explain: Explain) -> Result<Running, RunError
     };
     forward_signals_to(pid)?;
 
-    if let Err(e) = release_child(config, &*running.cgroups, pid, ids, &sync_tx, &explain) {
+    let placed = Placement {
+        created,
+        in_cgroup: in_cgroup || self_joins,
+    };
+    if let Err(e) = release_child(
+        config,
+        &*running.cgroups,
+        pid,
+        ids,
+        placed,
+        &sync_tx,
+        &explain,
+    ) {
         // The child may have failed first (and made this step fail); its report is the cause.
         running.kill();
         return Err(child_report(&report_rx)?.unwrap_or(e));
@@ -418,13 +471,55 @@ fn start(config: &ContainerConfig, explain: Explain) -> Result<Running, RunError
     Ok(running)
 }
 
-/// The parent's part while the child sets up: id maps, then cgroups, each followed by a
-/// go-ahead byte.
+/// How far the init is in its cgroups when clone returns.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    /// The cgroups exist (created before clone for CLONE_INTO_CGROUP).
+    created: bool,
+    /// The init was created inside them, or moves itself in after the go-ahead.
+    in_cgroup: bool,
+}
+
+/// Creates the cgroups with their limits and opens `dir`, the one clone3 creates the init
+/// in. On failure nothing of them is left, except a cgroup of the same name that is not
+/// ours.
+fn create_before_clone(
+    cgroups: &dyn CgroupManager,
+    dir: &Path,
+    resources: &cgroups::Resources,
+    explain: &Explain,
+) -> Result<OwnedFd, RunError> {
+    let opened = cgroups.create(resources, explain).and_then(|()| {
+        nix::fcntl::open(
+            dir,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| CgroupError::Open {
+            path: dir.to_path_buf(),
+            source: e.into(),
+        })
+    });
+    match opened {
+        Ok(fd) => Ok(fd),
+        Err(e @ CgroupError::NameInUse { .. }) => Err(e.into()),
+        Err(e) => {
+            let _ = cgroups.remove(explain);
+            Err(e.into())
+        }
+    }
+}
+
+/// The parent's part while the child sets up: id maps, then cgroups (what clone did not
+/// do already), each followed by a go-ahead byte.
 fn release_child(
     config: &ContainerConfig,
     cgroups: &dyn CgroupManager,
     pid: Pid,
     ids: Option<(IdRange, IdRange)>,
+    placed: Placement,
     sync_tx: &OwnedFd,
     explain: &Explain,
 ) -> Result<(), RunError> {
@@ -437,8 +532,12 @@ fn release_child(
         }
         go_ahead(sync_tx)?;
     }
-    cgroups.create(&config.resources, explain)?;
-    cgroups.add_process(pid.as_raw(), explain)?;
+    if !placed.created {
+        cgroups.create(&config.resources, explain)?;
+    }
+    if !placed.in_cgroup {
+        cgroups.add_process(pid.as_raw(), explain)?;
+    }
     go_ahead(sync_tx)
 }
 
@@ -535,6 +634,7 @@ mod tests {
             name: "c".into(),
             hostname: "h".into(),
             rootfs: "/r".into(),
+            overlay: None,
             command: vec!["sh".into()],
             env: vec![
                 ("PATH".into(), "/bin:/usr/bin/".into()),

@@ -110,6 +110,8 @@ const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
 #[derive(Debug, Clone)]
 pub(crate) struct Layout<'a> {
     pub(crate) rootfs: &'a Path,
+    /// The root is an overlay with these mount options, mounted on `rootfs`.
+    pub(crate) overlay: Option<&'a str>,
     pub(crate) read_only: bool,
     pub(crate) privileged: bool,
     /// The container has its own network namespace (needed for a fresh sysfs).
@@ -160,6 +162,17 @@ impl Layout<'_> {
 
     fn prepare(&self) -> Vec<Op> {
         let root = self.under_root("");
+        // Either way the root becomes a mount point of its own, as pivot_root needs.
+        let root_mount = match self.overlay {
+            Some(data) => mount("overlay", root, "overlay", MsFlags::empty(), data),
+            None => Op::Mount {
+                source: Some(root.clone()),
+                target: root,
+                fstype: None,
+                flags: MsFlags::MS_BIND | MsFlags::MS_REC,
+                data: None,
+            },
+        };
         let mut ops = vec![
             Op::Mount {
                 source: None,
@@ -168,13 +181,7 @@ impl Layout<'_> {
                 flags: MsFlags::MS_SLAVE | MsFlags::MS_REC,
                 data: None,
             },
-            Op::Mount {
-                source: Some(root.clone()),
-                target: root,
-                fstype: None,
-                flags: MsFlags::MS_BIND | MsFlags::MS_REC,
-                data: None,
-            },
+            root_mount,
         ];
         for dir in ["proc", "sys", "dev"] {
             ops.push(Op::Mkdir(self.under_root(dir)));
@@ -477,6 +484,7 @@ mod tests {
     fn layout(rootfs: &Path) -> Layout<'_> {
         Layout {
             rootfs,
+            overlay: None,
             read_only: false,
             privileged: false,
             own_netns: true,

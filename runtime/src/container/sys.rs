@@ -7,7 +7,8 @@
 
 use std::ffi::CStr;
 use std::fmt;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
@@ -186,22 +187,54 @@ impl fmt::Display for CloneFlags {
     }
 }
 
-/// Creates a child process like fork(2), but already inside the namespaces in `flags`.
-/// Returns `None` in the child. Tries clone3 first (the only call that can create a time
-/// namespace), then clone(2) without the time namespace where clone3 is missing or
-/// filtered (e.g. when isolab itself runs under Docker's seccomp profile).
+/// clone3's flag that creates the child inside the cgroup v2 directory `clone_args.cgroup`
+/// names (linux/sched.h; Linux 5.7).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Who returned from [`clone_process`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cloned {
+    Child,
+    /// `in_cgroup`: the child was created inside the cgroup passed (clone3 took it).
+    Parent {
+        pid: Pid,
+        in_cgroup: bool,
+    },
+}
+
+/// Creates a child process like fork(2), but already inside the namespaces in `flags` and,
+/// with `cgroup` (a cgroup v2 directory), inside that cgroup. Tries clone3 first (the only
+/// call that can create a time namespace or place the child into a cgroup), then clone(2)
+/// without either where clone3 is missing or filtered (e.g. when isolab itself runs under
+/// Docker's seccomp profile); the caller then moves the child into its cgroup itself.
 ///
 /// The caller must be single-threaded: like fork, only the calling thread survives in the
 /// child, and any lock another thread held would stay locked there.
-pub(crate) fn clone_process(flags: u64, explain: &Explain) -> Result<Option<Pid>, Errno> {
+pub(crate) fn clone_process(
+    flags: u64,
+    cgroup: Option<(BorrowedFd<'_>, &Path)>,
+    explain: &Explain,
+) -> Result<Cloned, Errno> {
     let mut args = clone3_args(flags);
-    explain.step(format_args!(
-        "clone3({{flags={}, exit_signal=SIGCHLD}})",
-        CloneFlags(flags)
-    ));
+    match cgroup {
+        Some((fd, dir)) => {
+            args.flags |= CLONE_INTO_CGROUP;
+            args.cgroup = fd.as_raw_fd() as u64;
+            explain.step(format_args!(
+                "clone3({{flags={}|CLONE_INTO_CGROUP, cgroup={} ({}), exit_signal=SIGCHLD}})",
+                CloneFlags(flags),
+                fd.as_raw_fd(),
+                dir.display()
+            ));
+        }
+        None => explain.step(format_args!(
+            "clone3({{flags={}, exit_signal=SIGCHLD}})",
+            CloneFlags(flags)
+        )),
+    }
     // SAFETY: `args` is a valid clone_args of the size passed; with no CLONE_VM and no
     // stack the child gets a copy-on-write copy of this address space and returns here,
-    // exactly as with fork(2).
+    // exactly as with fork(2). The cgroup descriptor is borrowed for the call's duration.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone3,
@@ -209,7 +242,7 @@ pub(crate) fn clone_process(flags: u64, explain: &Explain) -> Result<Option<Pid>
             std::mem::size_of::<libc::clone_args>(),
         )
     };
-    let ret = match Errno::result(ret) {
+    let (ret, in_cgroup) = match Errno::result(ret) {
         Err(Errno::ENOSYS | Errno::EPERM) => {
             let legacy = flags & !(libc::CLONE_NEWTIME as u64);
             explain.step(format_args!(
@@ -227,11 +260,18 @@ pub(crate) fn clone_process(flags: u64, explain: &Explain) -> Result<Option<Pid>
                     0usize,
                 )
             };
-            Errno::result(ret)?
+            (Errno::result(ret)?, false)
         }
-        other => other?,
+        other => (other?, cgroup.is_some()),
     };
-    Ok((ret != 0).then(|| Pid::from_raw(ret as i32)))
+    Ok(if ret == 0 {
+        Cloned::Child
+    } else {
+        Cloned::Parent {
+            pid: Pid::from_raw(ret as i32),
+            in_cgroup,
+        }
+    })
 }
 
 fn clone3_args(flags: u64) -> libc::clone_args {

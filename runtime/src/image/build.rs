@@ -7,17 +7,14 @@
 //! The root is assembled in staging, packed into a gzipped layer tar with fixed times (so a
 //! rebuild of the same inputs yields the same layer), and imported like any rootfs tar.
 
-use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use oci_spec::image::{ConfigBuilder, ImageConfiguration};
 
+use super::pack::pack;
 use super::store::{ImageRecord, Store};
 use super::{ImageError, io_err};
 
@@ -47,6 +44,7 @@ impl Store {
         fs::create_dir(&root).map_err(io_err("creating", &root))?;
         let cmd = match options.base {
             Base::Busybox => {
+                make_dirs(&root, &MOUNT_POINTS)?;
                 busybox_root(&root)?;
                 "/bin/sh"
             }
@@ -56,6 +54,7 @@ impl Store {
                         "scratch needs --add-workload: it holds only the workload".into(),
                     ));
                 }
+                make_dirs(&root, &MOUNT_POINTS)?;
                 WORKLOAD_PATH
             }
             Base::Debian => {
@@ -83,25 +82,35 @@ impl Store {
     }
 }
 
-fn busybox_root(root: &Path) -> Result<(), ImageError> {
-    let busybox = busybox_binary()?;
-    for (dir, mode) in [
-        ("bin", 0o755),
-        ("sbin", 0o755),
-        ("usr/bin", 0o755),
-        ("usr/sbin", 0o755),
-        ("etc", 0o755),
-        ("root", 0o700),
-        ("tmp", 0o1777),
-        ("dev", 0o755),
-        ("proc", 0o555),
-        ("sys", 0o555),
-    ] {
+/// The mount points every container needs, in the image: a start then has no need to copy
+/// `/` up into its upper layer to create them.
+const MOUNT_POINTS: [(&str, u32); 3] = [("dev", 0o755), ("proc", 0o555), ("sys", 0o555)];
+
+/// Creates each directory under `root` with its mode.
+fn make_dirs(root: &Path, dirs: &[(&str, u32)]) -> Result<(), ImageError> {
+    for (dir, mode) in dirs {
         let path = root.join(dir);
         fs::create_dir_all(&path).map_err(io_err("creating", &path))?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+        fs::set_permissions(&path, fs::Permissions::from_mode(*mode))
             .map_err(io_err("setting the mode of", &path))?;
     }
+    Ok(())
+}
+
+fn busybox_root(root: &Path) -> Result<(), ImageError> {
+    let busybox = busybox_binary()?;
+    make_dirs(
+        root,
+        &[
+            ("bin", 0o755),
+            ("sbin", 0o755),
+            ("usr/bin", 0o755),
+            ("usr/sbin", 0o755),
+            ("etc", 0o755),
+            ("root", 0o700),
+            ("tmp", 0o1777),
+        ],
+    )?;
     let target = root.join("bin/busybox");
     fs::copy(&busybox, &target).map_err(io_err("copying", &busybox))?;
     let list = Command::new(&busybox)
@@ -167,56 +176,6 @@ fn debian_root(root: &Path) -> Result<(), ImageError> {
         return Err(ImageError::HostLacks(format!(
             "debootstrap failed ({status}); it needs a Debian mirror it can reach"
         )));
-    }
-    Ok(())
-}
-
-/// Packs `root` into a gzipped tar, sorted, times zeroed, hard links as links.
-fn pack(root: &Path, out: &Path) -> io::Result<()> {
-    let file = File::create(out)?;
-    let mut tar = tar::Builder::new(GzEncoder::new(file, Compression::default()));
-    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    pack_dir(&mut tar, root, Path::new(""), &mut links)?;
-    tar.into_inner()?.finish()?.sync_all()
-}
-
-fn pack_dir(
-    tar: &mut tar::Builder<impl io::Write>,
-    root: &Path,
-    rel: &Path,
-    links: &mut HashMap<(u64, u64), PathBuf>,
-) -> io::Result<()> {
-    let mut entries: Vec<_> = fs::read_dir(root.join(rel))?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let path = rel.join(entry.file_name());
-        let full = root.join(&path);
-        let meta = fs::symlink_metadata(&full)?;
-        let mut header = tar::Header::new_gnu();
-        header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
-        header.set_mtime(0);
-        let kind = meta.file_type();
-        if !kind.is_dir() && meta.nlink() > 1 {
-            if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
-                header.set_entry_type(tar::EntryType::Link);
-                header.set_size(0);
-                tar.append_link(&mut header, &path, first)?;
-                continue;
-            }
-            links.insert((meta.dev(), meta.ino()), path.clone());
-        }
-        if kind.is_symlink() {
-            header.set_size(0);
-            tar.append_link(&mut header, &path, fs::read_link(&full)?)?;
-        } else if kind.is_file() {
-            tar.append_data(&mut header, &path, File::open(&full)?)?;
-        } else {
-            header.set_size(0);
-            tar.append_data(&mut header, &path, io::empty())?;
-            if kind.is_dir() {
-                pack_dir(tar, root, &path, links)?;
-            }
-        }
     }
     Ok(())
 }

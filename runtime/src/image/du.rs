@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::store::Store;
+use super::store::{Store, container_file};
 use super::{ImageError, io_err};
 
 /// What the numbers mean, carried in every report.
@@ -146,9 +146,7 @@ impl Store {
         let mut containers = Vec::new();
         for (id, dir) in self.containers()? {
             containers.push(ContainerUsage {
-                image: fs::read_to_string(dir.join("image"))
-                    .ok()
-                    .map(|s| s.trim().to_string()),
+                image: container_file(&dir).0,
                 upper_bytes: measure(&dir.join("upper"))?,
                 id,
             });

@@ -135,13 +135,13 @@ fn resolve_relative(dir: &str, target: &str) -> String {
 }
 
 /// The blob a layer comes from and what it must hash to.
-struct LayerSource<'a> {
-    reader: Box<dyn Read + 'a>,
-    what: String,
-    digest: Option<String>,
-    size: Option<u64>,
-    diff_id: Option<String>,
-    media_type: Option<String>,
+pub(crate) struct LayerSource<'a> {
+    pub(crate) reader: Box<dyn Read + 'a>,
+    pub(crate) what: String,
+    pub(crate) digest: Option<String>,
+    pub(crate) size: Option<u64>,
+    pub(crate) diff_id: Option<String>,
+    pub(crate) media_type: Option<String>,
 }
 
 /// One entry of a `docker save` manifest.json.
@@ -186,6 +186,7 @@ impl Store {
             self.import_layers_with(
                 path,
                 staging,
+                Vec::new(),
                 vec![LayerSource {
                     reader: Box::new(reader),
                     what: "the root filesystem tar".into(),
@@ -214,6 +215,7 @@ impl Store {
         self.import_layers_with(
             path,
             staging,
+            Vec::new(),
             vec![LayerSource {
                 reader: Box::new(reader),
                 what: "the root filesystem tar".into(),
@@ -374,15 +376,18 @@ impl Store {
     }
 
     /// For images whose config is made here: each layer's diffid is known only once read.
-    fn import_layers_with(
+    /// Stages `sources` as the layers above `base` (layers the store holds already) and
+    /// commits the image; `config` gets the diffids of all of them.
+    pub(crate) fn import_layers_with(
         &self,
         path: &Path,
         mut staging: Staging,
+        base: Vec<LayerRef>,
         sources: Vec<LayerSource<'_>>,
         mut config: ImageConfiguration,
         name: Option<String>,
     ) -> Result<ImageRecord, ImageError> {
-        let mut layers = Vec::new();
+        let mut layers = base;
         for source in sources {
             layers.push(self.stage_layer(path, &mut staging, source)?);
         }
@@ -678,7 +683,7 @@ fn generated_manifest(config_hex: &str, config_size: u64, layers: &[LayerRef]) -
 }
 
 /// UTC now as RFC 3339 (seconds), without a date library.
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

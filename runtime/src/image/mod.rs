@@ -9,7 +9,9 @@
 //! blobs/sha256/<hex>    manifests, configs and layer blobs, as imported (digest = name)
 //! layers/<diffid>/      each layer unpacked once, overlay whiteouts in place
 //! images/<id>.json      one record per image (id = config digest): manifest and layers
-//! containers/<id>/      a container's upperdir and workdir, and the image it uses
+//! containers/<id>/      a container's upper and work directories, and `image`: the id of
+//!                       the image it uses and its owner (isolab: pid and start time);
+//!                       the directory itself is the overlay's mount point
 //! locks/                per-layer flock files, present only while a layer is in use
 //! tmp/                  staging: everything is built here and renamed into place
 //! ```
@@ -18,10 +20,12 @@
 //! been checked, so a failed import leaves the store as it was.
 
 mod build;
+mod changes;
 mod digest;
 mod du;
 mod export;
 mod import;
+mod pack;
 mod store;
 mod unpack;
 
@@ -29,6 +33,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub use build::{Base, BuildOptions};
+pub use changes::{Change, ChangeKind};
 pub use du::{ContainerUsage, DiskUsage, ImageUsage, LayerUsage};
 pub use store::{ImageRecord, ImageSummary, LayerRef, OverlayRoot, RunConfig, Store};
 pub use unpack::UnpackError;
@@ -52,6 +57,8 @@ pub enum ImageError {
     BadName(String),
     #[error("invalid container id {0:?}: expected letters, digits, '.', '_', '-'")]
     BadContainerId(String),
+    #[error("no container {id} in the image store {store} (was it started from an image?)")]
+    NoContainer { id: String, store: PathBuf },
     #[error("container {0} already has a root in the store")]
     ContainerExists(String),
     #[error("image {id} is used by container(s) {containers}; remove them first")]
@@ -80,6 +87,7 @@ impl ImageError {
                 | ImageError::Ambiguous { .. }
                 | ImageError::BadName(_)
                 | ImageError::BadContainerId(_)
+                | ImageError::NoContainer { .. }
                 | ImageError::ContainerExists(_)
                 | ImageError::InUse { .. }
         )

@@ -66,6 +66,10 @@ pub struct OverlayRoot {
     pub lowerdirs: Vec<PathBuf>,
     pub upper: PathBuf,
     pub work: PathBuf,
+    /// The container's directory, to mount the overlay on in the container's own mount
+    /// namespace (where it hides `upper` and `work`, which overlayfs holds already): one
+    /// directory fewer to create per start than a separate mount point.
+    pub mount_point: PathBuf,
     pub config: RunConfig,
 }
 
@@ -191,7 +195,7 @@ impl Store {
         self.root.join("images").join(format!("{id}.json"))
     }
 
-    fn container_path(&self, id: &str) -> PathBuf {
+    pub(crate) fn container_path(&self, id: &str) -> PathBuf {
         self.root.join("containers").join(id)
     }
 
@@ -417,8 +421,7 @@ impl Store {
         let mut users = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
             let entry = entry.map_err(io_err("listing", &dir))?;
-            let image = entry.path().join("image");
-            if fs::read_to_string(&image).is_ok_and(|text| text.trim() == id) {
+            if container_file(&entry.path()).0.as_deref() == Some(id) {
                 users.push(entry.file_name().to_string_lossy().into_owned());
             }
         }
@@ -488,11 +491,30 @@ impl Store {
         // Dropping the staging directory deletes the tree.
     }
 
+    /// What image `id`'s config says to run.
+    pub fn run_config(&self, id: &str) -> Result<RunConfig, ImageError> {
+        Ok(self
+            .config(id)?
+            .config()
+            .as_ref()
+            .map(|c| RunConfig {
+                entrypoint: c.entrypoint().clone().unwrap_or_default(),
+                cmd: c.cmd().clone().unwrap_or_default(),
+                env: c.env().clone().unwrap_or_default(),
+                working_dir: c.working_dir().clone().filter(|w| !w.is_empty()),
+                user: c.user().clone().filter(|u| !u.is_empty()),
+            })
+            .unwrap_or_default())
+    }
+
     /// Creates `containers/<container_id>/{upper,work}` and returns the overlay to mount.
+    /// `owner` is kept with it (first line the image id, second the owner) for whoever
+    /// decides later whether the root is still in use ([`Store::container_owner`]).
     pub fn prepare_rootfs(
         &self,
         image_ref: &str,
         container_id: &str,
+        owner: &str,
     ) -> Result<OverlayRoot, ImageError> {
         let valid_id = !container_id.is_empty()
             && container_id.len() <= 128
@@ -515,7 +537,7 @@ impl Store {
         let _store = self.lock_store()?;
         let id = self.resolve(image_ref)?;
         let record = self.record(&id)?;
-        let config = self.config(&id)?;
+        let config = self.run_config(&id)?;
         let dir = self.container_path(container_id);
         match fs::create_dir(&dir) {
             Ok(()) => {}
@@ -527,25 +549,17 @@ impl Store {
         let upper = dir.join("upper");
         let work = dir.join("work");
         let made = (|| {
-            fs::write(dir.join("image"), &id).map_err(io_err("writing", dir.join("image")))?;
-            fs::create_dir(&upper).map_err(io_err("creating", &upper))?;
-            fs::create_dir(&work).map_err(io_err("creating", &work))
+            let file = dir.join(CONTAINER_FILE);
+            fs::write(&file, format!("{id}\n{owner}\n")).map_err(io_err("writing", &file))?;
+            for sub in [&upper, &work] {
+                fs::create_dir(sub).map_err(io_err("creating", sub))?;
+            }
+            Ok(())
         })();
         if let Err(e) = made {
             let _ = fs::remove_dir_all(&dir);
             return Err(e);
         }
-        let run = config
-            .config()
-            .as_ref()
-            .map(|c| RunConfig {
-                entrypoint: c.entrypoint().clone().unwrap_or_default(),
-                cmd: c.cmd().clone().unwrap_or_default(),
-                env: c.env().clone().unwrap_or_default(),
-                working_dir: c.working_dir().clone().filter(|w| !w.is_empty()),
-                user: c.user().clone().filter(|u| !u.is_empty()),
-            })
-            .unwrap_or_default();
         Ok(OverlayRoot {
             lowerdirs: record
                 .layers
@@ -556,7 +570,8 @@ impl Store {
             image_id: id,
             upper,
             work,
-            config: run,
+            mount_point: dir,
+            config,
         })
     }
 
@@ -574,6 +589,11 @@ impl Store {
         }
     }
 
+    /// The owner recorded by [`Store::prepare_rootfs`] for container `container_id`.
+    pub fn container_owner(&self, container_id: &str) -> Option<String> {
+        container_file(&self.container_path(container_id)).1
+    }
+
     /// Container ids with a root in the store.
     pub(crate) fn containers(&self) -> Result<Vec<(String, PathBuf)>, ImageError> {
         let dir = self.root.join("containers");
@@ -586,6 +606,16 @@ impl Store {
         found.sort();
         Ok(found)
     }
+}
+
+/// A container directory's file naming its image (and owner).
+pub(crate) const CONTAINER_FILE: &str = "image";
+
+/// The image id and the owner in container directory `dir`'s file, where readable.
+pub(crate) fn container_file(dir: &Path) -> (Option<String>, Option<String>) {
+    let text = fs::read_to_string(dir.join(CONTAINER_FILE)).unwrap_or_default();
+    let mut lines = text.lines().map(str::to_string);
+    (lines.next().filter(|l| !l.is_empty()), lines.next())
 }
 
 /// Renames `from` to `to` unless `to` exists already (same content by construction).
@@ -652,6 +682,7 @@ mod tests {
             lowerdirs: vec!["/s/layers/top".into(), "/s/layers/base".into()],
             upper: "/s/c/upper".into(),
             work: "/s/c/work".into(),
+            mount_point: "/s/c".into(),
             config: RunConfig::default(),
         };
         assert_eq!(

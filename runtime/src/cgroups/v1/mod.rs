@@ -212,6 +212,13 @@ impl CgroupManager for V1Manager {
         Ok(())
     }
 
+    fn self_join_files(&self) -> Vec<PathBuf> {
+        self.joined
+            .iter()
+            .map(|(_, dir)| dir.join("tasks"))
+            .collect()
+    }
+
     fn oom_kills(&self) -> Result<u64, CgroupError> {
         match self.dir_with(memory::NAME) {
             Some(dir) => memory::oom_kills(dir),
@@ -308,6 +315,19 @@ mod tests {
         };
         let with = V1Manager::new("c", &pinned, hybrid()).unwrap();
         assert!(with.dir_with("cpuset").is_some());
+    }
+
+    #[test]
+    fn the_init_joins_itself_through_each_hierarchys_tasks_file() {
+        let manager = V1Manager::new("c", &Resources::default(), hybrid()).unwrap();
+        assert_eq!(
+            manager.self_join_files(),
+            [
+                PathBuf::from("/sys/fs/cgroup/memory/isolab/c/tasks"),
+                PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/isolab/c/tasks"),
+                PathBuf::from("/sys/fs/cgroup/pids/isolab/c/tasks"),
+            ]
+        );
     }
 
     #[test]

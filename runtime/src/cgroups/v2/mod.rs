@@ -161,6 +161,10 @@ impl CgroupManager for V2Manager {
         ContainerView::Unified
     }
 
+    fn clone_target(&self) -> Option<&Path> {
+        Some(&self.dir)
+    }
+
     fn remove(&self, explain: &Explain) -> Result<(), CgroupError> {
         super::remove_dir(explain, &self.dir)
     }
@@ -206,6 +210,12 @@ mod tests {
         assert_eq!(read("isolab/c/cpuset.cpus"), "0");
         m.add_process(42, &Explain::off()).unwrap();
         assert_eq!(read("isolab/c/cgroup.procs"), "42");
+        // clone3 places the init; nothing moves itself in.
+        assert_eq!(
+            m.clone_target(),
+            Some(root.path().join("isolab/c").as_path())
+        );
+        assert!(m.self_join_files().is_empty());
     }
 
     #[test]
