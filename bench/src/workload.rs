@@ -354,7 +354,10 @@ mod tests {
         assert_eq!(workload.argv(), ["syscall", "--n", "5"]);
         assert_eq!(workload.info().args, ["--n", "5"]);
         let probe = Workload::prepare(Mode::Probe, &Sizes::default(), Some(file.path())).unwrap();
-        assert_eq!(probe.argv(), ["probe", "--host-marker", probe.path.as_str()]);
+        assert_eq!(
+            probe.argv(),
+            ["probe", "--host-marker", probe.path.as_str()]
+        );
     }
 
     #[test]

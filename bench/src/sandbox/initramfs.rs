@@ -11,8 +11,8 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 
 use super::console::{BEGIN, EXIT, SETUP_FAILED};
-use isolab_microvm::linux::cpio::{CpioError, CpioWriter};
 use super::kernel::{Kernel, Module};
+use isolab_microvm::linux::cpio::{CpioError, CpioWriter};
 
 /// `PATH` in the guest, for init and the command alike.
 pub const GUEST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
