@@ -14,9 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use goblin::elf::Elf;
-
-/// The metapackage that always depends on Debian's current cloud kernel.
-pub const METAPACKAGE: &str = "linux-image-cloud-amd64";
+use isolab_microvm::kernel::download_and_unpack;
 
 /// The modules init loads, with their parameters: KVM, as on a standard AMD host —
 /// `nested=1` lets the sandbox's own KVM run guests that use SVM themselves, and makes the
@@ -49,15 +47,8 @@ pub enum KernelError {
         status: std::process::ExitStatus,
         stderr: String,
     },
-    #[error(
-        "apt knows no package that {METAPACKAGE} depends on, even after `apt-get update`; \
-         is Debian's main archive in the apt sources?"
-    )]
-    NoKernelPackage,
-    #[error("`apt-get download {package}` left no .deb in {dir}")]
-    NoDeb { package: String, dir: PathBuf },
-    #[error("{deb}: no boot/vmlinuz-* inside")]
-    NoVmlinuz { deb: PathBuf },
+    #[error("fetching the cloud kernel")]
+    Fetch(#[from] isolab_microvm::kernel::KernelError),
     #[error("module {name} (needed for {wanted}) is not in {dir}")]
     NoModule {
         name: String,
@@ -117,21 +108,12 @@ pub fn ensure(
         .prefix(".fetch-")
         .tempdir_in(cache)
         .map_err(|source| io_err(cache, source))?;
-    let deb = download(work.path(), log)?;
-    let package = deb
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .ok_or_else(|| KernelError::NoDeb {
-            package: METAPACKAGE.to_owned(),
-            dir: work.path().to_owned(),
-        })?;
-    log(&format!("unpacking {} with dpkg-deb", deb.display()));
-    let tree = work.path().join("tree");
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
+    let unpacked = download_and_unpack(work.path(), log)?;
+    let (package, tree) = (unpacked.package, unpacked.tree);
     let out = work.path().join("kernel");
     mkdir(&out)?;
-    let vmlinuz = find_vmlinuz(&tree).ok_or_else(|| KernelError::NoVmlinuz { deb: deb.clone() })?;
-    fs::copy(&vmlinuz, out.join("vmlinuz")).map_err(|source| io_err(&vmlinuz, source))?;
+    fs::copy(&unpacked.vmlinuz, out.join("vmlinuz"))
+        .map_err(|source| io_err(&unpacked.vmlinuz, source))?;
     let modules = extract_modules(&tree, &out, busybox)?;
     let manifest: String = modules
         .iter()
@@ -189,62 +171,6 @@ fn load(dir: &Path, cache: &Path) -> Result<Kernel, KernelError> {
         vmlinuz: dir.join("vmlinuz"),
         modules,
     })
-}
-
-/// Resolves the metapackage to the real kernel package and downloads its `.deb` into
-/// `dir`, running `apt-get update` once if apt's lists do not know it yet.
-fn download(dir: &Path, log: &mut dyn FnMut(&str)) -> Result<PathBuf, KernelError> {
-    let package = match kernel_package()? {
-        Some(package) => package,
-        None => {
-            log("apt-get update (apt's lists do not know the cloud kernel yet)");
-            run(Command::new("apt-get").args(["update", "-q"]))?;
-            kernel_package()?.ok_or(KernelError::NoKernelPackage)?
-        }
-    };
-    log(&format!("apt-get download {package} (for {METAPACKAGE})"));
-    run(Command::new("apt-get")
-        .args(["download", "-q", &package])
-        .current_dir(dir))?;
-    let entries = fs::read_dir(dir).map_err(|source| io_err(dir, source))?;
-    entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .ok_or_else(|| KernelError::NoDeb {
-            package,
-            dir: dir.to_owned(),
-        })
-}
-
-/// `apt-cache depends linux-image-cloud-amd64` → `linux-image-6.1.0-…-cloud-amd64`.
-fn kernel_package() -> Result<Option<String>, KernelError> {
-    let mut command = Command::new("apt-cache");
-    command.args(["depends", METAPACKAGE]);
-    let output = command.output().map_err(|source| KernelError::Spawn {
-        command: format!("{command:?}"),
-        source,
-    })?;
-    Ok(parse_depends(&String::from_utf8_lossy(&output.stdout)))
-}
-
-fn parse_depends(text: &str) -> Option<String> {
-    text.lines()
-        .filter_map(|line| line.trim().strip_prefix("Depends:"))
-        .map(str::trim)
-        .find(|p| p.starts_with("linux-image-") && !p.starts_with('<'))
-        .map(str::to_owned)
-}
-
-fn find_vmlinuz(tree: &Path) -> Option<PathBuf> {
-    fs::read_dir(tree.join("boot"))
-        .ok()?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-        })
 }
 
 /// Copies the wanted modules and their dependencies, uncompressed, into `out`; returns
@@ -395,17 +321,6 @@ fn io_err(path: &Path, source: io::Error) -> KernelError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_metapackage_resolves_to_the_real_kernel() {
-        let text = "linux-image-cloud-amd64\n  Depends: linux-image-6.1.0-56-cloud-amd64\n";
-        assert_eq!(
-            parse_depends(text).as_deref(),
-            Some("linux-image-6.1.0-56-cloud-amd64")
-        );
-        assert_eq!(parse_depends("  Depends: <linux-image-virtual>\n"), None);
-        assert_eq!(parse_depends(""), None);
-    }
 
     #[test]
     fn module_names_follow_the_kernel() {

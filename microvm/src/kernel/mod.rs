@@ -124,42 +124,8 @@ pub fn fetch(cache: &Path, log: &mut dyn FnMut(&str)) -> Result<Stored, KernelEr
         .prefix(".fetch-")
         .tempdir_in(cache)
         .map_err(io_err(cache))?;
-    let package = match kernel_package()? {
-        Some(p) => p,
-        None => {
-            log("apt-get update");
-            run(Command::new("apt-get").args(["update", "-q"]))?;
-            kernel_package()?.ok_or(KernelError::NoPackage)?
-        }
-    };
-    log(&format!("apt-get download {package}"));
-    run(Command::new("apt-get")
-        .args(["download", "-q", &package])
-        .current_dir(work.path()))?;
-    let deb = fs::read_dir(work.path())
-        .map_err(io_err(work.path()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .ok_or_else(|| KernelError::NoVmlinuz(work.path().join(&package)))?;
-    let name = deb
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .ok_or_else(|| KernelError::NoVmlinuz(deb.clone()))?;
-    log(&format!("dpkg-deb -x {}", deb.display()));
-    let tree = work.path().join("tree");
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
-    let vmlinuz = fs::read_dir(tree.join("boot"))
-        .ok()
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-        })
-        .ok_or_else(|| KernelError::NoVmlinuz(deb.clone()))?;
+    let unpacked = download_and_unpack(work.path(), log)?;
+    let (name, vmlinuz) = (unpacked.package, unpacked.vmlinuz);
     let out = work.path().join("out");
     fs::create_dir_all(&out).map_err(io_err(&out))?;
     let bytes = fs::read(&vmlinuz).map_err(io_err(&vmlinuz))?;
@@ -180,6 +146,66 @@ pub fn fetch(cache: &Path, log: &mut dyn FnMut(&str)) -> Result<Stored, KernelEr
         dir.join("vmlinuz").display()
     ));
     stored(cache)
+}
+
+/// A kernel package downloaded and unpacked into a work directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unpacked {
+    /// `<package>_<version>_<arch>`, as the `.deb` was named.
+    pub package: String,
+    /// The root of the unpacked package (`boot/`, `lib/modules/`, ...).
+    pub tree: PathBuf,
+    pub vmlinuz: PathBuf,
+}
+
+/// Resolves the cloud-kernel metapackage to the real kernel package, downloads its `.deb`
+/// into `work` (running `apt-get update` once if apt's lists do not know it yet) and
+/// unpacks it there with dpkg-deb. The package is never installed on the host.
+pub fn download_and_unpack(
+    work: &Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<Unpacked, KernelError> {
+    let package = match kernel_package()? {
+        Some(p) => p,
+        None => {
+            log("apt-get update (apt's lists do not know the cloud kernel yet)");
+            run(Command::new("apt-get").args(["update", "-q"]))?;
+            kernel_package()?.ok_or(KernelError::NoPackage)?
+        }
+    };
+    log(&format!("apt-get download {package} (for {METAPACKAGE})"));
+    run(Command::new("apt-get")
+        .args(["download", "-q", &package])
+        .current_dir(work))?;
+    let deb = fs::read_dir(work)
+        .map_err(io_err(work))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .ok_or_else(|| KernelError::NoVmlinuz(work.join(&package)))?;
+    let name = deb
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .ok_or_else(|| KernelError::NoVmlinuz(deb.clone()))?;
+    log(&format!("dpkg-deb -x {}", deb.display()));
+    let tree = work.join("tree");
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
+    let vmlinuz = fs::read_dir(tree.join("boot"))
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .ok_or_else(|| KernelError::NoVmlinuz(deb.clone()))?;
+    Ok(Unpacked {
+        package: name,
+        tree,
+        vmlinuz,
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
