@@ -6,6 +6,7 @@
 //! creates it and writes the limits while the child is still setting up its mounts, then
 //! places the child in it before the child may exec.
 
+mod pids;
 mod v1;
 mod v2;
 

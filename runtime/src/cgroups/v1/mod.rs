@@ -6,8 +6,8 @@ mod cpu;
 mod cpuacct;
 mod cpuset;
 mod memory;
-mod pids;
 
+use super::pids;
 use std::path::{Path, PathBuf};
 
 use super::{CgroupError, CgroupManager, ContainerView, PARENT_DIR, Resources, Stats};

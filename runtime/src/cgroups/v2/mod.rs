@@ -5,8 +5,8 @@ mod cpu;
 mod cpuset;
 mod io;
 mod memory;
-mod pids;
 
+use super::pids;
 use std::path::{Path, PathBuf};
 
 use super::{CgroupError, CgroupManager, ContainerView, PARENT_DIR, Resources, Stats};

@@ -1,17 +1,18 @@
-//! v1 pids controller: the most tasks the container may have.
+//! pids controller: pids.max and pids.current have the same names and meaning in v1 and v2,
+//! so both managers share this file.
 
 use std::path::Path;
 
-use super::super::{CgroupError, Resources, Stats, read_value, write};
+use super::{CgroupError, Resources, Stats, read_value, write};
 use crate::explain::Explain;
 
-pub(super) const NAME: &str = "pids";
+pub(crate) const NAME: &str = "pids";
 
-pub(super) fn limited(resources: &Resources) -> bool {
+pub(crate) fn limited(resources: &Resources) -> bool {
     resources.pids_limit.is_some()
 }
 
-pub(super) fn apply(
+pub(crate) fn apply(
     dir: &Path,
     resources: &Resources,
     explain: &Explain,
@@ -22,7 +23,7 @@ pub(super) fn apply(
     }
 }
 
-pub(super) fn stats(dir: &Path, stats: &mut Stats) -> Result<(), CgroupError> {
+pub(crate) fn stats(dir: &Path, stats: &mut Stats) -> Result<(), CgroupError> {
     stats.pids_current = read_value(&dir.join("pids.current"))?;
     stats.pids_limit = read_value(&dir.join("pids.max"))?;
     Ok(())
