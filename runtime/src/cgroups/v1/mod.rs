@@ -7,9 +7,9 @@ mod cpuacct;
 mod cpuset;
 mod memory;
 
-use super::pids;
 use std::path::{Path, PathBuf};
 
+use super::pids;
 use super::{CgroupError, CgroupManager, ContainerView, PARENT_DIR, Resources, Stats};
 use crate::explain::Explain;
 use crate::host::cgroup::V1Hierarchy as Hierarchy;

@@ -6,9 +6,9 @@ mod cpuset;
 mod io;
 mod memory;
 
-use super::pids;
 use std::path::{Path, PathBuf};
 
+use super::pids;
 use super::{CgroupError, CgroupManager, ContainerView, PARENT_DIR, Resources, Stats};
 use crate::explain::Explain;
 
