@@ -5,42 +5,15 @@
 //! One preparation is shared by every test (the first one fetches the kernel into the
 //! cache; later runs find it there); each boot takes a few seconds of one core.
 
-use std::error::Error;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::Duration;
 
 use assert_cmd::Command;
-use isolab_bench::sandbox::{RunSpec, Sandbox, SandboxError, SandboxOutput};
+use isolab_bench::sandbox::{RunSpec, SandboxError, SandboxOutput};
 
-fn sandbox() -> &'static Sandbox {
-    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
-    SANDBOX.get_or_init(|| {
-        Sandbox::prepare().unwrap_or_else(|e| panic!("preparing the sandbox: {}", chain(&e)))
-    })
-}
-
-/// Where cargo put `isolab` and `isolab-workload`.
-fn bin_dir() -> PathBuf {
-    let isolab = assert_cmd::cargo::cargo_bin("isolab");
-    let dir = isolab.parent().expect("a directory").to_owned();
-    assert!(
-        dir.join("isolab-workload").is_file(),
-        "{} is missing: run `cargo build -p isolab -p isolab-workload`",
-        dir.join("isolab-workload").display()
-    );
-    dir
-}
-
-fn chain(error: &dyn Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
-}
+#[path = "common/sandbox.rs"]
+mod sandbox_common;
+use sandbox_common::{bin_dir, chain, sandbox};
 
 fn run(spec: &RunSpec) -> SandboxOutput {
     sandbox()

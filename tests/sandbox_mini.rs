@@ -8,35 +8,16 @@
 //! the test parses.
 
 use std::collections::BTreeMap;
-use std::error::Error;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use isolab_bench::sandbox::{GuestFile, RunSpec, Sandbox, SandboxOutput};
+use isolab_bench::sandbox::{GuestFile, RunSpec, SandboxOutput};
 use serde_json::Value;
 
-/// Where cargo put `isolab` and `isolab-workload`.
-fn bin_dir() -> PathBuf {
-    let isolab = assert_cmd::cargo::cargo_bin("isolab");
-    let dir = isolab.parent().expect("a directory").to_owned();
-    assert!(
-        dir.join("isolab-workload").is_file(),
-        "{} is missing: run `cargo build -p isolab -p isolab-workload`",
-        dir.join("isolab-workload").display()
-    );
-    dir
-}
-
-fn chain(error: &dyn Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
-}
+#[path = "common/sandbox.rs"]
+mod sandbox_common;
+use sandbox_common::{bin_dir, chain, sandbox};
 
 /// A minimal static ET_EXEC ELF whose entry point stores to address 0 (`mov byte [0], 0`):
 /// a page fault in ring 3, which must end the VM as SIGSEGV would end the process.
@@ -161,8 +142,7 @@ fn assert_same_as_native(mode: &str, native: &Value, guest: &Value) {
 
 #[test]
 fn every_mode_runs_under_the_mini_kernel_on_standard_kvm_as_natively() {
-    let sandbox =
-        Sandbox::prepare().unwrap_or_else(|e| panic!("preparing the sandbox: {}", chain(&e)));
+    let sandbox = sandbox();
     let dir = tempfile::tempdir().unwrap();
     let mut spec = RunSpec::new(["sh", "-c", &SCRIPT.replace("CRASH_ELF", CRASH_ELF)])
         .isolab_binaries(&bin_dir())

@@ -13,20 +13,12 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use assert_cmd::Command;
-use isolab_bench::sandbox::{GuestFile, RunSpec, Sandbox};
+use isolab_bench::sandbox::{GuestFile, RunSpec};
 use isolab_microvm::linux::cpio::CpioWriter;
 
-fn sandbox() -> &'static Sandbox {
-    static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
-    SANDBOX.get_or_init(|| Sandbox::prepare().expect("preparing the sandbox"))
-}
-
-fn bin_dir() -> PathBuf {
-    assert_cmd::cargo::cargo_bin("isolab")
-        .parent()
-        .expect("a directory")
-        .to_owned()
-}
+#[path = "common/sandbox.rs"]
+mod sandbox_common;
+use sandbox_common::{bin_dir, chain, sandbox};
 
 const VMLINUX: &str = "/root/vmlinux";
 const BZIMAGE: &str = "/root/vmlinuz";
@@ -171,7 +163,9 @@ fn cases() -> &'static HashMap<String, Case> {
                 strip_debug: false,
             });
         }
-        let out = sandbox().run(&spec).expect("the sandbox runs");
+        let out = sandbox()
+            .run(&spec)
+            .unwrap_or_else(|e| panic!("the sandbox run failed: {}", chain(&e)));
         let cases = parse(&out.stdout_text());
         assert_eq!(
             cases.len(),

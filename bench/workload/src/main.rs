@@ -70,6 +70,12 @@ fn nanos(d: Duration) -> u64 {
 const READY_OUTPUT: &str = "ISOLAB-READY\n{\"mode\":\"ready\"}\n";
 
 fn main() -> ExitCode {
+    let status = run();
+    out::drain_console_if_asked();
+    status
+}
+
+fn run() -> ExitCode {
     let command = match args::parse(std::env::args_os().skip(1)) {
         Ok(command) => command,
         Err(e) => {

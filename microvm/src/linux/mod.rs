@@ -51,9 +51,11 @@ use devices::{Console, Devices, PortCount, SERIAL_IRQ};
 /// and probing for one polls ports for seconds under emulation (measured: 3.2 s in the
 /// sandbox). `i8042.*`: no keyboard or mouse to probe. The ACPI FADT ([`acpi`]) already
 /// tells an ACPI kernel there is no RTC or i8042; these two keep the probes off for a
-/// kernel built without ACPI.
+/// kernel built without ACPI. `ISOLAB_DRAIN_CONSOLE=1` reaches the workload's environment
+/// and makes it wait for the console to drain before it exits (see its `out` module): init's
+/// exit panics the kernel at once, and the panic text must not interleave with its output.
 pub const BASE_CMDLINE: &str = "console=ttyS0 quiet panic=-1 reboot=k pci=off nomodule \
-    i8042.noaux i8042.nomux i8042.dumbkbd initcall_blacklist=cmos_init";
+    i8042.noaux i8042.nomux i8042.dumbkbd initcall_blacklist=cmos_init ISOLAB_DRAIN_CONSOLE=1";
 /// A run without `--timeout` still ends: a guest that hangs is stopped after this.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The smallest guest this monitor boots; [`boot::load_kernel`] checks the real need.
