@@ -291,6 +291,57 @@ fn dev_has_the_usual_nodes() {
 }
 
 #[test]
+fn only_the_containers_own_devices_open() {
+    // mknod itself is allowed (`b *:* m`, as runc); opening the host's first disk is not.
+    let out = sh(
+        "devices",
+        &[],
+        "mkdir /tmp && mknod /tmp/sda b 8 0 && echo made; \
+         dd if=/tmp/sda of=/dev/null bs=512 count=1 && echo read; \
+         echo x >/dev/null && echo null-ok; cat /sys/fs/cgroup/devices/devices.list",
+    );
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("made\nnull-ok\n"),
+        "{text}{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("Operation not permitted"),
+        "{}",
+        stderr(&out)
+    );
+    let list: Vec<&str> = text.lines().skip(2).collect();
+    for rule in [
+        "c *:* m",
+        "b *:* m",
+        "c 1:3 rwm",
+        "c 5:2 rwm",
+        "c 136:* rwm",
+    ] {
+        assert!(list.contains(&rule), "{rule} missing from {list:?}");
+    }
+    assert!(!list.contains(&"a *:* rwm"), "{list:?}");
+}
+
+#[test]
+fn tty_gives_the_command_a_terminal() {
+    // The slave is the host's /dev/pts/N, whose devpts the container cannot see; ttyname
+    // finds the same node where it is bound, /dev/console (runc would open the pty in the
+    // container's own devpts, and show /dev/pts/0).
+    let out = sh("tty-name", &["--tty"], "tty");
+    assert_eq!(stdout(&out), "/dev/console\r\n", "{}", stderr(&out));
+    let out = sh(
+        "tty-test",
+        &["--tty"],
+        "test -t 0 && test -t 1 && test -t 2 && echo tty-ok",
+    );
+    assert_eq!(stdout(&out), "tty-ok\r\n", "{}", stderr(&out));
+    let out = sh("no-tty", &[], "test -t 1 || echo no-tty");
+    assert_eq!(stdout(&out), "no-tty\n", "{}", stderr(&out));
+}
+
+#[test]
 fn no_descriptor_leaks_into_the_container() {
     // Opened without O_CLOEXEC, so isolab inherits it.
     // SAFETY: a NUL-terminated path; the descriptor is closed below.

@@ -84,6 +84,10 @@ pub struct RunArgs {
     /// Security options; supported: seccomp=unconfined.
     #[arg(long = "security-opt", value_name = "OPT")]
     security_opt: Vec<String>,
+    /// Give the command a pseudo-terminal as stdin, stdout, stderr and /dev/console, and
+    /// relay this terminal (in raw mode) to it.
+    #[arg(long, short = 't', conflicts_with = "detach")]
+    tty: bool,
     /// Print each step (system call or file write) with a time stamp in µs to stderr.
     #[arg(long, conflicts_with = "detach")]
     explain: bool,
@@ -220,10 +224,12 @@ fn container_config(args: RunArgs) -> Result<ContainerConfig, ConfigError> {
             cpuset_cpus: args.cpuset_cpus,
             pids_limit: args.pids_limit,
             blkio_weight: args.blkio_weight,
+            all_devices: args.privileged,
         },
         network: config::parse_network(&args.net)?,
         userns: args.userns,
         privileged: args.privileged,
         seccomp,
+        tty: args.tty,
     })
 }

@@ -45,6 +45,9 @@ pub struct Resources {
     pub pids_limit: Option<u64>,
     /// Proportional block-I/O weight (10..=1000, Docker's `--blkio-weight`).
     pub blkio_weight: Option<u16>,
+    /// `--privileged`: every device may be opened, as on the host; otherwise only the
+    /// container's own /dev nodes (v1 devices controller).
+    pub all_devices: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +156,12 @@ pub trait CgroupManager: fmt::Debug {
     fn create(&self, resources: &Resources, explain: &Explain) -> Result<(), CgroupError>;
     /// Moves `pid` into the container's cgroup(s).
     fn add_process(&self, pid: i32, explain: &Explain) -> Result<(), CgroupError>;
+    /// Whether the container's device access is restricted to its /dev nodes (v1's devices
+    /// controller). cgroup v2 has no devices file, only a BPF program isolab does not load,
+    /// so there the container must not get CAP_MKNOD instead (see capabilities.rs).
+    fn limits_devices(&self) -> bool {
+        false
+    }
     /// How many processes the kernel's OOM killer killed in the container's memory cgroup.
     fn oom_kills(&self) -> Result<u64, CgroupError>;
     /// Usage figures, each from the controller that keeps it.

@@ -1,4 +1,10 @@
 //! Docker's default capability set, and reducing a process to it.
+//!
+//! CAP_MKNOD is kept only where the devices cgroup limits what a node opens (v1's devices
+//! controller, see cgroups/v1/devices.rs). cgroup v2 has no devices file: runc attaches a
+//! BPF device program instead, which isolab does not load, so there a container with
+//! CAP_MKNOD could create a node for a host block device (`mknod sda b 8 0`) and open it.
+//! Without CAP_MKNOD it can only use the nodes bound into its /dev.
 
 use caps::{CapSet, Capability, CapsHashSet};
 
@@ -31,8 +37,12 @@ pub(crate) struct CapabilityPlan {
 }
 
 impl CapabilityPlan {
-    pub(crate) fn docker_default() -> Self {
-        let keep: CapsHashSet = DOCKER_DEFAULT.into_iter().collect();
+    /// Docker's set; without CAP_MKNOD unless `devices_limited` (see the module comment).
+    pub(crate) fn docker_default(devices_limited: bool) -> Self {
+        let keep: CapsHashSet = DOCKER_DEFAULT
+            .into_iter()
+            .filter(|c| devices_limited || *c != Capability::CAP_MKNOD)
+            .collect();
         let drop_from_bounding = caps::runtime::thread_all_supported()
             .into_iter()
             .filter(|c| !keep.contains(c))
@@ -92,9 +102,19 @@ mod tests {
 
     #[test]
     fn the_default_set_has_dockers_mask() {
-        let plan = CapabilityPlan::docker_default();
+        let plan = CapabilityPlan::docker_default(true);
         assert_eq!(plan.mask(), 0x0000_0000_a804_25fb);
         assert!(plan.drop_from_bounding.contains(&Capability::CAP_SYS_ADMIN));
         assert!(!plan.drop_from_bounding.contains(&Capability::CAP_KILL));
+    }
+
+    #[test]
+    fn without_a_devices_cgroup_mknod_is_dropped() {
+        let plan = CapabilityPlan::docker_default(false);
+        assert_eq!(
+            plan.mask(),
+            0x0000_0000_a804_25fb & !Capability::CAP_MKNOD.bitmask()
+        );
+        assert!(plan.drop_from_bounding.contains(&Capability::CAP_MKNOD));
     }
 }

@@ -42,6 +42,8 @@ pub(crate) struct ChildPlan {
     /// The cgroup files the child writes "0" to, to move itself in after the parent's
     /// go-ahead; empty when the parent (or clone3) places it.
     pub(crate) join_cgroups: Vec<CString>,
+    /// `--tty`: the pty slave, which becomes the controlling terminal and stdio.
+    pub(crate) console: Option<RawFd>,
     /// The child's end of the sync pipe.
     pub(crate) sync_rx: OwnedFd,
     /// The parent's ends, which the child's copy of the descriptor table must not keep open.
@@ -154,6 +156,19 @@ pub(crate) fn run(plan: &ChildPlan, arrays: &ExecArrays) -> ! {
         unsafe { libc::close(fd) };
     }
     guard_until_exec(p);
+    if let Some(fd) = plan.console {
+        x.step(format_args!(
+            "setsid(); ioctl({fd}, TIOCSCTTY); dup2({fd}, 0..=2)"
+        ));
+        // SAFETY: the parent's pty slave, open in this copy of the descriptor table until
+        // execve (close-on-exec); nothing here closes it.
+        let slave = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        check!(
+            p,
+            super::tty::become_console(slave),
+            "making the pty the console"
+        );
+    }
 
     if plan.userns {
         wait_for_parent(plan);

@@ -25,6 +25,8 @@ pub struct ContainerConfig {
     pub userns: bool,
     pub privileged: bool,
     pub seccomp: bool,
+    /// `--tty`: stdio is a pseudo-terminal, relayed by the foreground `isolab run`.
+    pub tty: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

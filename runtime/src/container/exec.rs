@@ -73,10 +73,14 @@ pub fn exec(config: &ExecConfig, explain: Explain) -> Result<Outcome, RunError> 
     if let Some(user) = config.user {
         (process.uid, process.gid) = (user.uid, user.gid);
     }
+    // Joined from the host's view of the cgroup tree, before the mount and cgroup
+    // namespaces hide it; the same manager reads the OOM count at the end.
+    let cgroups = cgroups::existing(&config.name)?;
     let (report_rx, report_tx) = sys::pipe().map_err(sys_err("creating the error pipe"))?;
     let plan = super::process_plan(
         &process,
         &config.command,
+        cgroups.limits_devices(),
         report_tx,
         explain.as_actor("exec  "),
     )?;
@@ -87,9 +91,6 @@ pub fn exec(config: &ExecConfig, explain: Explain) -> Result<Outcome, RunError> 
     // /proc/<pid>/exe and memory cannot be opened from inside; the child inherits it).
     explain.step(format_args!("prctl(PR_SET_DUMPABLE, 0)"));
     nix::sys::prctl::set_dumpable(false).map_err(sys_err("making isolab non-dumpable"))?;
-    // Joined from the host's view of the cgroup tree, before the mount and cgroup
-    // namespaces hide it; the same manager reads the OOM count at the end.
-    let cgroups = cgroups::existing(&config.name)?;
     cgroups.join_self(&explain)?;
     explain.step(format_args!(
         "setns(pidfd of {}, {})",

@@ -19,6 +19,7 @@ mod rootfs;
 mod seccomp;
 pub mod state;
 mod sys;
+mod tty;
 pub mod userns;
 
 use std::ffi::CString;
@@ -186,6 +187,8 @@ struct Running {
     reaped: bool,
     cleaned: bool,
     cgroups: Box<dyn CgroupManager>,
+    /// The pty master with `--tty`.
+    console: Option<OwnedFd>,
     explain: Explain,
 }
 
@@ -279,6 +282,9 @@ pub fn run(config: &ContainerConfig, explain: Explain) -> Result<Outcome, RunErr
         }));
     }
     let mut running = start(config, explain)?;
+    if let Some(master) = running.console.take() {
+        tty::relay(&master)?;
+    }
     let outcome = running.outcome()?;
     running.finish()?;
     Ok(outcome)
@@ -296,10 +302,12 @@ fn process_defaults(config: &ContainerConfig) -> ProcessDefaults {
     }
 }
 
-/// Everything from the drop of privileges to execve, prepared in the parent.
+/// Everything from the drop of privileges to execve, prepared in the parent;
+/// `devices_limited`: the container's cgroup restricts its devices (CAP_MKNOD may stay).
 fn process_plan(
     process: &ProcessDefaults,
     command: &[String],
+    devices_limited: bool,
     report_tx: OwnedFd,
     explain: Explain,
 ) -> Result<ProcessPlan, RunError> {
@@ -319,7 +327,7 @@ fn process_plan(
             .iter()
             .map(|(k, v)| cstring(format!("{k}={v}"), "environment variable"))
             .collect::<Result<_, _>>()?,
-        capabilities: confined.then(CapabilityPlan::docker_default),
+        capabilities: confined.then(|| CapabilityPlan::docker_default(devices_limited)),
         seccomp: if process.seccomp && confined {
             seccomp::docker_default()?
         } else {
@@ -375,6 +383,7 @@ fn start(config: &ContainerConfig, explain: Explain) -> Result<Running, RunError
             .collect::<Result<_, _>>()?
     };
     let self_joins = !join_cgroups.is_empty();
+    let pty = config.tty.then(|| tty::open(&explain)).transpose()?;
     let (sync_rx, sync_tx) = sys::pipe().map_err(sys_err("creating the sync pipe"))?;
     let (report_rx, report_tx) = sys::pipe().map_err(sys_err("creating the error pipe"))?;
     let plan = ChildPlan {
@@ -387,6 +396,7 @@ fn start(config: &ContainerConfig, explain: Explain) -> Result<Running, RunError
             own_netns,
             userns: config.userns,
             cgroups: cgroups.container_view(),
+            console: pty.as_ref().map(|p| p.slave_path.as_c_str()),
         }
         .plan(),
         rootfs: cstring(rootfs.as_os_str().as_bytes(), "rootfs path")?,
@@ -394,11 +404,13 @@ fn start(config: &ContainerConfig, explain: Explain) -> Result<Running, RunError
         userns: config.userns,
         own_netns,
         join_cgroups,
+        console: pty.as_ref().map(|p| p.slave.as_raw_fd()),
         sync_rx,
         parent_ends: [sync_tx.as_raw_fd(), report_rx.as_raw_fd()],
         process: process_plan(
             &process_defaults(config),
             &config.command,
+            cgroups.limits_devices(),
             report_tx,
             explain.as_actor("init  "),
         )?,
@@ -435,12 +447,15 @@ fn start(config: &ContainerConfig, explain: Explain) -> Result<Running, RunError
     // Closes the child's pipe ends here, so EOF on the error pipe means the child is gone
     // or has exec'd.
     drop(plan);
+    // Only the container holds the slave now, so the master reads EIO once it has ended.
+    let console = pty.map(|p| p.master);
     explain.step(format_args!("container init is pid {pid} on the host"));
     let mut running = Running {
         pid,
         reaped: false,
         cleaned: false,
         cgroups,
+        console,
         explain,
     };
     forward_signals_to(pid)?;
@@ -648,6 +663,7 @@ mod tests {
             userns: false,
             privileged: false,
             seccomp: true,
+            tty: false,
         }
     }
 

@@ -118,6 +118,8 @@ pub(crate) struct Layout<'a> {
     pub(crate) own_netns: bool,
     pub(crate) userns: bool,
     pub(crate) cgroups: ContainerView,
+    /// `--tty`: the host path of the pty slave, bound onto /dev/console as runc does.
+    pub(crate) console: Option<&'a CStr>,
 }
 
 /// The three phases of the mount plan.
@@ -236,6 +238,12 @@ impl Layout<'_> {
             ops.push(Op::BindFile {
                 source: cstring(format!("/dev/{device}")),
                 target: self.under_root(&format!("dev/{device}")),
+            });
+        }
+        if let Some(slave) = self.console {
+            ops.push(Op::BindFile {
+                source: slave.to_owned(),
+                target: self.under_root("dev/console"),
             });
         }
         for dir in ["dev/pts", "dev/shm", "dev/mqueue"] {
@@ -490,6 +498,7 @@ mod tests {
             own_netns: true,
             userns: false,
             cgroups: ContainerView::Unified,
+            console: None,
         }
     }
 

@@ -5,6 +5,7 @@ mod blkio;
 mod cpu;
 mod cpuacct;
 mod cpuset;
+mod devices;
 mod memory;
 
 use std::path::{Path, PathBuf};
@@ -33,9 +34,10 @@ struct Controller {
     stats: Option<Collect>,
 }
 
-/// memory (for OOM reports), cpu, cpuacct (CPU usage) and pids are joined wherever
-/// mounted; cpuset and blkio only when limited, to keep the start cheap.
-fn controllers(resources: &Resources) -> [Controller; 6] {
+/// memory (for OOM reports), cpu, cpuacct (CPU usage), pids and devices (the device
+/// allowlist) are joined wherever mounted; cpuset and blkio only when limited, to keep the
+/// start cheap.
+fn controllers(resources: &Resources) -> [Controller; 7] {
     let controller = |name, limited, always, check, apply, stats| Controller {
         name,
         limited,
@@ -77,6 +79,7 @@ fn controllers(resources: &Resources) -> [Controller; 6] {
             pids::apply,
             Some(pids::stats),
         ),
+        controller(devices::NAME, false, true, None, devices::apply, None),
         controller(
             cpuset::NAME,
             cpuset::limited(resources),
@@ -217,6 +220,10 @@ impl CgroupManager for V1Manager {
             .iter()
             .map(|(_, dir)| dir.join("tasks"))
             .collect()
+    }
+
+    fn limits_devices(&self) -> bool {
+        self.dir_with(devices::NAME).is_some()
     }
 
     fn oom_kills(&self) -> Result<u64, CgroupError> {
