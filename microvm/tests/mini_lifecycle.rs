@@ -38,6 +38,7 @@ fn config(args: &[&str]) -> Config {
         mem_size: 64 << 20,
         timeout: Some(Duration::from_secs(20)),
         measure_memory: false,
+        on_block: None,
     }
 }
 

@@ -5,3 +5,4 @@ pub mod container;
 pub mod explain;
 pub mod host;
 pub mod image;
+pub mod memory;

@@ -140,6 +140,9 @@ fn run_vm(args: RunArgs) -> Result<(), Failure> {
         mem_size: args.mem,
         timeout: args.timeout,
         measure_memory: args.explain,
+        // An idle guest leaves the monitor only waiting: give back the binary's resident
+        // pages, as a detached container's supervisor does.
+        on_block: Some(isolab_runtime::memory::shed),
     };
     // SIGTERM/SIGINT stop the VM and tear it down cleanly (exit 128+n) instead of killing
     // the monitor mid-run.

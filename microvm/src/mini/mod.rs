@@ -85,6 +85,9 @@ pub struct Config {
     pub timeout: Option<Duration>,
     /// Also measure how much guest RAM the host had to back (mincore over guest RAM).
     pub measure_memory: bool,
+    /// Called once, the first time the program blocks with nothing inside able to wake it
+    /// (`idle`): from then on the monitor only waits, and the caller may give memory back.
+    pub on_block: Option<fn()>,
 }
 
 /// How the program ended.
@@ -284,6 +287,7 @@ pub fn run(config: &Config) -> Result<Run, Error> {
         config.timeout,
         &mut trace,
         &mut stats,
+        config.on_block,
     )?;
     trace.mark("guest finished");
     drop(watchdog);
@@ -313,6 +317,7 @@ fn run_loop(
     timeout: Option<Duration>,
     trace: &mut Trace,
     stats: &mut BTreeMap<u64, SyscallStat>,
+    mut on_block: Option<fn()>,
 ) -> Result<Outcome, Error> {
     let timed_out = || Outcome::TimedOut(timeout.unwrap_or_default());
     let (user_cs, user_ss) = (gdt::user_cs(), gdt::user_ss());
@@ -386,6 +391,9 @@ fn run_loop(
             // Nothing inside can wake the program: wait for the watchdog or a stop signal,
             // which its handler, if it installed one, receives; the wait returns EINTR.
             Action::Block => {
+                if let Some(shed) = on_block.take() {
+                    shed();
+                }
                 let signal = match pending.take() {
                     Some(signal) => signal,
                     None => match vm::sleep_until_stopped(watchdog) {

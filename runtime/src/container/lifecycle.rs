@@ -250,11 +250,11 @@ fn supervise_start(
 }
 
 /// The supervisor: waits for the container's init, records how it ended, removes its
-/// cgroups. While it waits it holds as little memory as it can (see [`shed_memory`]).
+/// cgroups. While it waits it holds as little memory as it can (see [`crate::memory::shed`]).
 pub fn supervise(name: &str) -> Result<(), RunError> {
     let store = Store::default();
     let state = store.read(name)?;
-    shed_memory();
+    crate::memory::shed();
     let status = super::wait_for(Pid::from_raw(state.pid), &Explain::off());
     let cgroups = cgroups::existing(name)?;
     let (code, reason) = match status.and_then(|s| super::outcome(s, &*cgroups)) {
@@ -285,53 +285,6 @@ pub fn supervise(name: &str) -> Result<(), RunError> {
     state.cgroups.clear();
     locked.write(&state)?;
     Ok(())
-}
-
-/// Gives back what the kernel can restore on demand: free heap, and the pages of the
-/// binary's read-only mappings. Those are file pages the kernel maps in large folios (a
-/// static binary of a few MiB is mostly resident after start-up); dropped, the few the wait
-/// needs fault back in, and the rest only once the container has ended. Mappings holding
-/// anonymous pages (the relocated, then write-protected RELRO data) are kept: dropping
-/// them would bring back the unrelocated bytes from the file.
-fn shed_memory() {
-    // SAFETY: malloc_trim only returns free heap memory to the kernel.
-    unsafe { libc::malloc_trim(0) };
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return;
-    };
-    let mut droppable = Vec::new();
-    let mut current: Option<(usize, usize)> = None;
-    for line in smaps.lines() {
-        if let Some(anon) = line.strip_prefix("Anonymous:") {
-            if let (Some(range), Some("0")) = (current.take(), anon.split_whitespace().next()) {
-                droppable.push(range);
-            }
-            continue;
-        }
-        let mut fields = line.split_whitespace();
-        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
-            continue;
-        };
-        let Some((start, end)) = range.split_once('-') else {
-            continue;
-        };
-        let path = fields.nth(3).unwrap_or("");
-        let read_only = perms.len() == 4 && perms.as_bytes()[1] == b'-';
-        current = match (
-            usize::from_str_radix(start, 16),
-            usize::from_str_radix(end, 16),
-        ) {
-            (Ok(start), Ok(end)) if read_only && path.starts_with('/') => Some((start, end)),
-            _ => None,
-        };
-    }
-    drop(smaps);
-    for (start, end) in droppable {
-        // SAFETY: the range is a whole read-only, file-backed mapping of this process with
-        // no anonymous pages; MADV_DONTNEED only unmaps pages that a later access reads
-        // back from the file, unchanged.
-        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
-    }
 }
 
 /// The container called `name`: its record, or a foreground container found by its cgroup.
