@@ -280,6 +280,74 @@ fn the_runtime_enforces_limits_and_cleans_up_on_pure_cgroup_v2() {
     );
 }
 
+/// Docker's capability mask without CAP_MKNOD (bit 27): with no v1 devices controller the
+/// runtime drops it (runtime/src/container/capabilities.rs); 0xa80425fb & !(1 << 27).
+const V2_CAPS: &str = "00000000a00425fb";
+
+/// One boot, the runtime's isolation checked from inside its containers on pure cgroup v2:
+/// PID 1, own hostname, no host processes, lo alone, Docker's capabilities less CAP_MKNOD,
+/// seccomp with no_new_privs, the host marker out of sight, masked and read-only kernel
+/// paths, a non-identity uid_map with --userns, and no cgroup left behind.
+#[test]
+fn the_runtime_isolates_its_containers_on_pure_cgroup_v2() {
+    let out = run(&sh(r#"B=/root/rootfs
+        mkdir -p $B/bin $B/proc $B/sys $B/dev && cp /bin/busybox $B/bin/ \
+          && cp /usr/local/bin/isolab-workload $B/ || exit 99
+        for a in sh cat echo; do ln -s busybox $B/bin/$a; done
+        # World-searchable: with --userns container root is an unprivileged host id.
+        chmod 755 /root $B $B/bin $B/proc $B/sys $B/dev && chmod 755 $B/isolab-workload
+        touch /root/host-only-marker
+        P="/isolab-workload probe --host-marker /root/host-only-marker"
+        echo probe=$(isolab run --name v2probe --hostname v2box --net none --rootfs $B -- $P)
+        echo userns=$(isolab run --name v2userns --userns --rootfs $B -- $P)
+        echo keys=$(isolab run --name v2keys --rootfs $B -- /bin/busybox cat /proc/keys | wc -c)
+        isolab run --name v2sys --rootfs $B -- /bin/sh -c 'echo x > /proc/sys/kernel/hostname'
+        echo sys=$?
+        echo left=$(ls /run/isolab 2>/dev/null)/$(ls -d /sys/fs/cgroup/isolab/*/ 2>/dev/null)"#)
+    .isolab_binaries(&bin_dir()));
+    let stdout = out.stdout_text();
+    let stderr = out.stderr_text();
+    assert_eq!(out.status, 0, "{stdout}\n{stderr}");
+    let value = |key: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in {stdout}\n{stderr}"))
+            .to_string()
+    };
+
+    let p = json(&value("probe="), &out);
+    assert_eq!(p["pid"], 1, "{p:#}");
+    assert_eq!(p["hostname"], "v2box", "{p:#}");
+    assert!(p["visible_pids"].as_u64().unwrap() <= 2, "{p:#}");
+    assert_eq!(p["net_interfaces"], serde_json::json!(["lo"]), "{p:#}");
+    assert_eq!(p["cap_eff"], V2_CAPS, "{p:#}");
+    assert_eq!(p["cap_bnd"], V2_CAPS, "{p:#}");
+    assert_eq!(p["seccomp_mode"], 2, "{p:#}");
+    assert_eq!(p["no_new_privs"], true, "{p:#}");
+    assert_eq!(p["host_marker_visible"], false, "{p:#}");
+
+    let u = json(&value("userns="), &out);
+    assert_eq!(u["hostname"], "v2userns", "{u:#}");
+    assert_eq!(u["uid"], 0, "{u:#}");
+    let map = &u["uid_map"][0];
+    assert_eq!(map[0], 0, "{u:#}");
+    assert_ne!(map[1], 0, "container root is host root: {u:#}");
+    assert_ne!(
+        u["uid_map"],
+        serde_json::json!([[0, 0, u32::MAX]]),
+        "the identity map: {u:#}"
+    );
+    assert_eq!(u["cap_eff"], V2_CAPS, "{u:#}");
+
+    // /proc/keys is masked: nothing comes out of it.
+    assert_eq!(value("keys=").trim(), "0", "{stderr}");
+    // /proc/sys is read-only.
+    assert_ne!(value("sys="), "0", "{stderr}");
+    assert!(stderr.contains("Read-only file system"), "{stderr}");
+    assert_eq!(value("left="), "/", "records or cgroups left behind");
+}
+
 #[test]
 fn prepare_is_idempotent_and_says_so() {
     sandbox();
