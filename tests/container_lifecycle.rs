@@ -1,6 +1,7 @@
 //! Detached containers and the commands that act on them by name, end to end as root:
-//! run -d, ps, exec, logs, kill, stop, rm, stats, gc; Docker's exit codes; names unique
-//! under concurrency; and nothing left behind (records, cgroups, processes, mounts).
+//! run -d (with and without --tty), ps, exec, logs, kill, stop, rm, stats, gc; Docker's
+//! exit codes; names unique under concurrency; and nothing left behind (records, cgroups,
+//! processes, mounts).
 //!
 //! Needs root, the workload built next to isolab, and /bin/busybox (busybox-static).
 
@@ -306,6 +307,39 @@ fn the_supervisor_is_measured_and_records_the_exit() {
         assert!(!stdout(&isolab(&["ps"])).contains("lc-exit"));
         assert_eq!(code(&isolab(&["kill", "lc-exit"])), 125);
         assert_eq!(code(&isolab(&["rm", "lc-exit"])), 0);
+    });
+}
+
+#[test]
+fn a_detached_tty_container_logs_its_terminal_output() {
+    let root = rootfs();
+    leaves_nothing_behind(|| {
+        let run = isolab(&[
+            "run",
+            "-d",
+            "--tty",
+            "--name",
+            "lc-tty",
+            "--rootfs",
+            root.path(),
+            "--",
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "test -t 1 && echo tty-ok",
+        ]);
+        assert_eq!(code(&run), 0, "{}", stderr(&run));
+        assert_eq!(stdout(&run).trim(), "lc-tty");
+        // It ends by itself; stop waits until the supervisor has recorded the end.
+        assert_eq!(code(&isolab(&["stop", "--time", "10", "lc-tty"])), 0);
+        let state = record("lc-tty");
+        assert_eq!(state["status"], "exited");
+        assert_eq!(state["exit_code"], 0);
+        // Through the terminal's line discipline: "tty-ok\r\n".
+        let logs = isolab(&["logs", "lc-tty"]);
+        assert_eq!(code(&logs), 0, "{}", stderr(&logs));
+        assert!(stdout(&logs).contains("tty-ok"), "{:?}", stdout(&logs));
+        assert_eq!(code(&isolab(&["rm", "lc-tty"])), 0);
     });
 }
 

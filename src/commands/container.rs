@@ -306,10 +306,13 @@ pub fn gc(_: GcArgs) -> Result<(), Failure> {
 #[derive(Debug, Args)]
 pub struct SuperviseArgs {
     name: String,
+    /// The pty master of a `--tty` container, inherited open: its output goes to the log.
+    #[arg(long, value_name = "FD")]
+    console_fd: Option<i32>,
 }
 
 pub fn supervise(args: SuperviseArgs) -> Result<(), Failure> {
-    lifecycle::supervise(&args.name).map_err(failure)
+    lifecycle::supervise(&args.name, args.console_fd).map_err(failure)
 }
 
 #[cfg(test)]

@@ -85,8 +85,9 @@ pub struct RunArgs {
     #[arg(long = "security-opt", value_name = "OPT")]
     security_opt: Vec<String>,
     /// Give the command a pseudo-terminal as stdin, stdout, stderr and /dev/console, and
-    /// relay this terminal (in raw mode) to it.
-    #[arg(long, short = 't', conflicts_with = "detach")]
+    /// relay this terminal (in raw mode) to it; with --detach, its output goes to the log
+    /// and it gets no input.
+    #[arg(long, short = 't')]
     tty: bool,
     /// Print each step (system call or file write) with a time stamp in µs to stderr.
     #[arg(long, conflicts_with = "detach")]

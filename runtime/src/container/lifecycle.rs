@@ -14,12 +14,13 @@
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::signal::Signal;
 use nix::unistd::{ForkResult, Pid};
 
@@ -216,7 +217,7 @@ fn supervise_start(
         report(&format!("failed {} {error}", error.exit_code()));
         i32::from(error.exit_code())
     };
-    let running = match super::start(config, Explain::off()) {
+    let mut running = match super::start(config, Explain::off()) {
         Ok(running) => running,
         Err(e) => return failed(e, locked),
     };
@@ -232,18 +233,32 @@ fn supervise_start(
         drop(running);
         return failed(e.into(), locked);
     }
+    // With --tty the master goes to the supervisor, across its exec like its stdio: the
+    // only descriptor cleared of close-on-exec, its number an argument.
+    let mut console = running.console.take();
     running.release();
     drop(locked);
     report(&format!("started {}", state.pid));
     drop(report_tx);
-    // A fresh image: the supervisor keeps none of this process's memory while it waits.
-    let mut argv: Vec<*const libc::c_char> = supervisor.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    // SAFETY: argv is null-terminated and points into CStrings that outlive the call;
-    // `environ` is this process's own environment.
-    unsafe { libc::execv(argv[0], argv.as_ptr()) };
+    let mut supervisor = supervisor.to_vec();
+    if let Some(master) = &console {
+        let number = super::cstring(master.as_raw_fd().to_string(), "console descriptor");
+        match (fcntl(master, FcntlArg::F_SETFD(FdFlag::empty())), number) {
+            (Ok(_), Ok(number)) => supervisor.extend([c"--console-fd".to_owned(), number]),
+            // It cannot be passed on: this image supervises instead (below).
+            _ => supervisor.clear(),
+        }
+    }
+    if !supervisor.is_empty() {
+        // A fresh image: the supervisor keeps none of this process's memory while it waits.
+        let mut argv: Vec<*const libc::c_char> = supervisor.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        // SAFETY: argv is null-terminated and points into CStrings that outlive the call;
+        // `environ` is this process's own environment.
+        unsafe { libc::execv(argv[0], argv.as_ptr()) };
+    }
     // The exec failed (the binary is gone?): supervise from this image instead.
-    match supervise(&config.name) {
+    match supervise(&config.name, console.take().map(IntoRawFd::into_raw_fd)) {
         Ok(()) => 0,
         Err(e) => i32::from(e.exit_code()),
     }
@@ -251,10 +266,19 @@ fn supervise_start(
 
 /// The supervisor: waits for the container's init, records how it ended, removes its
 /// cgroups. While it waits it holds as little memory as it can (see [`crate::memory::shed`]).
-pub fn supervise(name: &str) -> Result<(), RunError> {
+///
+/// `console_fd` is the pty master of a `--tty` container, inherited from the process that
+/// started it; its output is copied to the log (this process's stdout) until the container
+/// has ended.
+pub fn supervise(name: &str, console_fd: Option<RawFd>) -> Result<(), RunError> {
+    let console = console_fd.map(adopt).transpose()?;
     let store = Store::default();
     let state = store.read(name)?;
     crate::memory::shed();
+    if let Some(master) = &console {
+        super::tty::drain(master.as_fd(), std::io::stdout().as_fd())?;
+    }
+    drop(console);
     let status = super::wait_for(Pid::from_raw(state.pid), &Explain::off());
     let cgroups = cgroups::existing(name)?;
     let (code, reason) = match status.and_then(|s| super::outcome(s, &*cgroups)) {
@@ -285,6 +309,17 @@ pub fn supervise(name: &str) -> Result<(), RunError> {
     state.cgroups.clear();
     locked.write(&state)?;
     Ok(())
+}
+
+/// Takes ownership of an inherited descriptor, after checking that it is open.
+fn adopt(fd: RawFd) -> Result<OwnedFd, RunError> {
+    // SAFETY: F_SETFD on a descriptor number takes an int and touches no memory; it fails
+    // with EBADF if the number is not open.
+    Errno::result(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })
+        .map_err(sys_err("taking over the console descriptor"))?;
+    // SAFETY: the descriptor is open (checked above) and was passed to this process to own;
+    // nothing else in it refers to that number.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// The container called `name`: its record, or a foreground container found by its cgroup.

@@ -1,5 +1,6 @@
 //! `--tty`: the container's stdio is the slave of a pseudo-terminal opened before the clone;
-//! the foreground `isolab run` relays between its own stdio and the master.
+//! the foreground `isolab run` relays between its own stdio and the master, and a detached
+//! container's supervisor copies the master's output into the container's log.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -162,6 +163,25 @@ pub(crate) fn relay(master: &OwnedFd) -> Result<(), RunError> {
                 Err(Errno::EINTR | Errno::EAGAIN) => {}
                 Err(e) => return Err(sys_err("reading stdin")(e)),
             }
+        }
+    }
+}
+
+/// A detached container's terminal: copies the master's output to `out` (the log) until
+/// every slave descriptor is closed (EIO), that is until the container has ended. Nothing
+/// is written to the master: a detached container has no stdin. A failed write (a full
+/// disk) loses that output but the copying goes on, so the container never blocks on a
+/// full terminal buffer.
+pub(crate) fn drain(master: BorrowedFd<'_>, out: BorrowedFd<'_>) -> Result<(), RunError> {
+    let mut buf = [0u8; 8192];
+    loop {
+        match nix::unistd::read(master, &mut buf) {
+            Ok(0) | Err(Errno::EIO) => return Ok(()),
+            Ok(n) => {
+                let _ = write_all(out, &buf[..n]);
+            }
+            Err(Errno::EINTR | Errno::EAGAIN) => {}
+            Err(e) => return Err(sys_err("reading the pty")(e)),
         }
     }
 }
