@@ -142,9 +142,11 @@ pub fn logs(args: NameArgs) -> Result<(), Failure> {
     let path = lifecycle::log(&args.name).map_err(failure)?;
     let mut file = std::fs::File::open(&path)
         .map_err(|e| Failure::Coded(125, anyhow!("reading the log {}: {e}", path.display())))?;
-    std::io::copy(&mut file, &mut std::io::stdout().lock())
-        .map(drop)
-        .map_err(coded)
+    match std::io::copy(&mut file, &mut std::io::stdout().lock()) {
+        // The reader stopped early (`isolab logs NAME | head`): not a failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result.map(drop).map_err(coded),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -212,6 +212,10 @@ fn supervise_start(
         // SAFETY: dup2 onto the standard descriptors; both are valid descriptors.
         unsafe { libc::dup2(from.as_raw_fd(), to) };
     }
+    // Nor does the supervisor keep what the caller's shell left open: everything above the
+    // standard descriptors ends at its exec (the pty master is let through on purpose below).
+    // SAFETY: close_range only changes descriptor flags; no memory is involved.
+    unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
     let failed = |error: RunError, locked: Locked| {
         let _ = locked.remove();
         report(&format!("failed {} {error}", error.exit_code()));
