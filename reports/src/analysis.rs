@@ -22,7 +22,15 @@ pub enum Kind {
 }
 
 /// Names recognised as containers: isolab's own and the usual runtimes given as peers.
-const CONTAINER_NAMES: [&str; 6] = ["container", "unshare", "runc", "crun", "docker", "podman"];
+const CONTAINER_NAMES: [&str; 7] = [
+    "container",
+    "container-image",
+    "unshare",
+    "runc",
+    "crun",
+    "docker",
+    "podman",
+];
 /// Names recognised as Linux VMs besides `vm-*` (which is `vm-mini` or a Linux guest).
 const LINUX_VM_NAMES: [&str; 4] = ["qemu-microvm", "qemu", "firecracker", "cloud-hypervisor"];
 
