@@ -271,6 +271,11 @@ fn lab6_cgroup_memory() {
 }
 
 #[test]
+fn lab7_cgroup_cpu() {
+    starter_fails_solution_passes_reset_cleans(7);
+}
+
+#[test]
 fn lab8_cgroup_pids() {
     starter_fails_solution_passes_reset_cleans(8);
 }

@@ -98,6 +98,22 @@ pub fn counted_up_to(answer: &str, measured: &str) -> bool {
         .is_some_and(|(a, m)| (1..=m).contains(&a))
 }
 
+/// A measured ratio (a slowdown, a speed-up), right when within `tolerance` (0.35 for ±35 %)
+/// of the checker's own; the student may write `4`, `4.1` or `4.1x`.
+pub fn ratio_within(answer: &str, measured: &str, tolerance: f64) -> bool {
+    let ratio = |t: &str| {
+        t.trim()
+            .trim_end_matches(['x', 'X', '×'])
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|r| r.is_finite() && *r > 0.0)
+    };
+    ratio(answer)
+        .zip(ratio(measured))
+        .is_some_and(|(a, m)| (a - m).abs() <= m * tolerance)
+}
+
 fn parse(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .filter(|l| !l.trim_start().starts_with('#'))
@@ -120,5 +136,9 @@ mod tests {
         assert!(same(" No", "no"));
         let filled = fill("# a = b\npid =\nother =\n", &[("pid", "7".into())]);
         assert_eq!(filled, "# a = b\npid = 7\nother =\n");
+        assert!(ratio_within("4.1x", "4.0", 0.35));
+        assert!(ratio_within("3", "4.0", 0.35));
+        assert!(!ratio_within("2.5", "4.0", 0.35));
+        assert!(!ratio_within("fast", "4.0", 0.35));
     }
 }

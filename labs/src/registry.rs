@@ -1,7 +1,7 @@
 //! Every lab of the course, in order: those this build implements, and those it does not yet,
 //! which `lab list` shows with what they will need, so nothing is faked.
 
-use crate::lab::{memory, pidns, pids, userns, utsipc};
+use crate::lab::{cpu, memory, pidns, pids, userns, utsipc};
 use crate::{Lab, Lang, Need};
 use isolab_runtime::host::NamespaceKind;
 
@@ -103,13 +103,6 @@ static LAB4: Planned = planned(
         Need::Command("ip"),
     ],
 );
-static LAB7: Planned = planned(
-    7,
-    "cgroup CPU: quota, period, shares and weight",
-    "cgroup CPU：配额、周期、份额与权重",
-    40,
-    &[Need::Root, Need::Controller("cpu")],
-);
 static LAB9: Planned = planned(
     9,
     "Copy-on-write: an overlay by hand",
@@ -150,7 +143,7 @@ pub fn entries() -> [Entry; 14] {
         Entry::Planned(&LAB4),
         Entry::Ready(&userns::LAB),
         Entry::Ready(&memory::LAB),
-        Entry::Planned(&LAB7),
+        Entry::Ready(&cpu::LAB),
         Entry::Ready(&pids::LAB),
         Entry::Planned(&LAB9),
         Entry::Planned(&LAB10),

@@ -33,14 +33,20 @@ pub fn run(root: &Path, args: &[&str], command: &[&str]) -> Result<Command, LabE
     Ok(run)
 }
 
-pub fn build(root: &Path) -> Result<(), LabError> {
+/// The workload binary built next to the isolab executable.
+pub fn workload() -> Result<PathBuf, LabError> {
     let workload = isolab()?.with_file_name(WORKLOAD.trim_start_matches('/'));
     if !workload.is_file() {
         return Err(LabError::Unsupported(format!(
-            "{} is missing: the labs' containers run the workload built next to isolab (cargo build -p isolab-workload)",
+            "{} is missing: the labs run the workload built next to isolab (cargo build -p isolab-workload)",
             workload.display()
         )));
     }
+    Ok(workload)
+}
+
+pub fn build(root: &Path) -> Result<(), LabError> {
+    let workload = workload()?;
     // The mount points too: container root under --userns could not create them.
     for dir in ["", "bin", "proc", "sys", "dev", "tmp"] {
         let path = root.join(dir);

@@ -1,6 +1,7 @@
 //! The implemented labs, and the life cycle every lab shares: start in a clean workspace,
 //! check, apply the solution, reset.
 
+pub mod cpu;
 pub mod memory;
 pub mod pidns;
 pub mod pids;
