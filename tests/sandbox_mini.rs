@@ -61,6 +61,9 @@ report() { echo "@@@ $1 $2"; cat /tmp/o; echo "@@@ stderr"; cat /tmp/e; }
 c() { n=$1; shift; "$@" >/tmp/o 2>/tmp/e; report $n $?; }
 term() {
   n=$1; wait_ready=$2; shift 2
+  # Emptied here, not only by the background job's redirection: that one may run after
+  # the loop below has already found the previous case's ISOLAB-READY.
+  : >/tmp/o; : >/tmp/e
   "$@" >/tmp/o 2>/tmp/e & p=$!
   if [ $wait_ready = ready ]; then
     i=0; while [ $i -lt 100 ] && ! grep -q ISOLAB-READY /tmp/o; do sleep 0.1; i=$((i+1)); done
