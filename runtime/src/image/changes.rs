@@ -215,14 +215,10 @@ impl Store {
             &upper,
             staging,
             parent.layers,
-            vec![LayerSource {
-                reader: Box::new(reader),
-                what: format!("the upper layer of container {container_id}"),
-                digest: None,
-                size: None,
-                diff_id: None,
-                media_type: None,
-            }],
+            vec![LayerSource::unverified(
+                reader,
+                format!("the upper layer of container {container_id}"),
+            )],
             config,
             Some(name),
         )

@@ -144,6 +144,21 @@ pub(crate) struct LayerSource<'a> {
     pub(crate) media_type: Option<String>,
 }
 
+impl<'a> LayerSource<'a> {
+    /// A tar with no manifest behind it (a root-filesystem tar, a container's packed upper
+    /// layer): no digest or size to check, its diff_id computed while it is unpacked.
+    pub(crate) fn unverified(reader: impl Read + 'a, what: impl Into<String>) -> Self {
+        LayerSource {
+            reader: Box::new(reader),
+            what: what.into(),
+            digest: None,
+            size: None,
+            diff_id: None,
+            media_type: None,
+        }
+    }
+}
+
 /// One entry of a `docker save` manifest.json.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -187,14 +202,7 @@ impl Store {
                 path,
                 staging,
                 Vec::new(),
-                vec![LayerSource {
-                    reader: Box::new(reader),
-                    what: "the root filesystem tar".into(),
-                    digest: None,
-                    size: None,
-                    diff_id: None,
-                    media_type: None,
-                }],
+                vec![LayerSource::unverified(reader, "the root filesystem tar")],
                 ImageConfiguration::default(),
                 name,
             )
@@ -216,14 +224,7 @@ impl Store {
             path,
             staging,
             Vec::new(),
-            vec![LayerSource {
-                reader: Box::new(reader),
-                what: "the root filesystem tar".into(),
-                digest: None,
-                size: None,
-                diff_id: None,
-                media_type: None,
-            }],
+            vec![LayerSource::unverified(reader, "the root filesystem tar")],
             config,
             name,
         )
