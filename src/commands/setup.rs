@@ -43,8 +43,8 @@ const REQUIREMENTS: &[Requirement] = &[
     },
     Requirement {
         package: "runc",
-        why: "the runc target, measured beside isolab's own container runtime",
-        jobs: &[Job::Main],
+        why: "the runc target, measured beside isolab's own container runtime; podman's runtime in the image-import tests",
+        jobs: &[Job::Main, Job::Tests],
     },
     Requirement {
         package: "docker.io",
@@ -53,8 +53,8 @@ const REQUIREMENTS: &[Requirement] = &[
     },
     Requirement {
         package: "podman",
-        why: "the podman target, run with runc",
-        jobs: &[Job::Main],
+        why: "the podman target, run with runc; real `podman save` archives in the import tests",
+        jobs: &[Job::Main, Job::Tests],
     },
     Requirement {
         package: "qemu-system-x86",
