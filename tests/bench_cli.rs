@@ -175,8 +175,8 @@ fn bad_input_exits_2_with_its_message() {
             "unknown target `nope`; available: native",
         ),
         (
-            &["--target", "native,vm-linux"],
-            "target `vm-linux` is not available yet in this build",
+            &["--target", "native,firecracker"],
+            "target `firecracker` is not available yet in this build",
         ),
         (&["--workload", "nope"], "unknown workload `nope`"),
         (

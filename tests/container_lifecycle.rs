@@ -49,6 +49,24 @@ fn isolab(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `run --name NAME OPTIONS --rootfs ROOT -- COMMAND`, as `isolab`'s arguments.
+fn run_args<'a>(
+    name: &'a str,
+    options: &[&'a str],
+    root: &'a str,
+    command: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec!["run", "--name", name];
+    args.extend(options);
+    args.extend(["--rootfs", root, "--"]);
+    args.extend(command);
+    args
+}
+
+fn run_container(name: &str, options: &[&str], root: &str, command: &[&str]) -> Output {
+    isolab(&run_args(name, options, root, command))
+}
+
 fn code(output: &Output) -> i32 {
     output.status.code().unwrap_or(-1)
 }
@@ -162,20 +180,12 @@ fn record(name: &str) -> Value {
 fn a_detached_container_runs_is_listed_exec_d_into_and_removed() {
     let root = rootfs();
     leaves_nothing_behind(|| {
-        let run = isolab(&[
-            "run",
-            "-d",
-            "--name",
+        let run = run_container(
             "lc-main",
-            "--memory",
-            "64M",
-            "--rootfs",
+            &["-d", "--memory", "64M"],
             root.path(),
-            "--",
-            "/bin/sh",
-            "-c",
-            "echo started; exec sleep 1000",
-        ]);
+            &["/bin/sh", "-c", "echo started; exec sleep 1000"],
+        );
         assert_eq!(code(&run), 0, "{}", stderr(&run));
         assert_eq!(stdout(&run).trim(), "lc-main");
 
@@ -239,31 +249,14 @@ fn a_detached_container_runs_is_listed_exec_d_into_and_removed() {
         assert_eq!(stats["oom_kills"], 0);
 
         // The name is taken, detached or not.
-        let again = isolab(&[
-            "run",
-            "-d",
-            "--name",
-            "lc-main",
-            "--rootfs",
-            root.path(),
-            "--",
-            "true",
-        ]);
+        let again = run_container("lc-main", &["-d"], root.path(), &["true"]);
         assert_eq!(code(&again), 125);
         assert!(
             stderr(&again).contains("exists already"),
             "{}",
             stderr(&again)
         );
-        let fg = isolab(&[
-            "run",
-            "--name",
-            "lc-main",
-            "--rootfs",
-            root.path(),
-            "--",
-            "true",
-        ]);
+        let fg = run_container("lc-main", &[], root.path(), &["true"]);
         assert_eq!(code(&fg), 125);
 
         let rm = isolab(&["rm", "lc-main"]);
@@ -278,17 +271,12 @@ fn a_detached_container_runs_is_listed_exec_d_into_and_removed() {
 fn the_supervisor_is_measured_and_records_the_exit() {
     let root = rootfs();
     leaves_nothing_behind(|| {
-        let run = isolab(&[
-            "run",
-            "-d",
-            "--name",
+        let run = run_container(
             "lc-exit",
-            "--rootfs",
+            &["-d"],
             root.path(),
-            "--",
-            "/isolab-workload",
-            "idle",
-        ]);
+            &["/isolab-workload", "idle"],
+        );
         assert_eq!(code(&run), 0, "{}", stderr(&run));
         // The supervisor's size is a benchmark figure (goal: <= 1 MiB PSS in the release
         // build); here only that `stats` reports it for the recorded supervisor.
@@ -314,20 +302,12 @@ fn the_supervisor_is_measured_and_records_the_exit() {
 fn a_detached_tty_container_logs_its_terminal_output() {
     let root = rootfs();
     leaves_nothing_behind(|| {
-        let run = isolab(&[
-            "run",
-            "-d",
-            "--tty",
-            "--name",
+        let run = run_container(
             "lc-tty",
-            "--rootfs",
+            &["-d", "--tty"],
             root.path(),
-            "--",
-            "/bin/busybox",
-            "sh",
-            "-c",
-            "test -t 1 && echo tty-ok",
-        ]);
+            &["/bin/busybox", "sh", "-c", "test -t 1 && echo tty-ok"],
+        );
         assert_eq!(code(&run), 0, "{}", stderr(&run));
         assert_eq!(stdout(&run).trim(), "lc-tty");
         // It ends by itself; stop waits until the supervisor has recorded the end.
@@ -347,17 +327,7 @@ fn a_detached_tty_container_logs_its_terminal_output() {
 fn kill_and_oom_are_recorded() {
     let root = rootfs();
     leaves_nothing_behind(|| {
-        let run = isolab(&[
-            "run",
-            "-d",
-            "--name",
-            "lc-kill",
-            "--rootfs",
-            root.path(),
-            "--",
-            "sleep",
-            "1000",
-        ]);
+        let run = run_container("lc-kill", &["-d"], root.path(), &["sleep", "1000"]);
         assert_eq!(code(&run), 0, "{}", stderr(&run));
         assert_eq!(code(&isolab(&["kill", "lc-kill", "KILL"])), 0);
         // stop of an ended container is no error, and waits for the record.
@@ -365,23 +335,12 @@ fn kill_and_oom_are_recorded() {
         assert_eq!(record("lc-kill")["exit_code"], 137);
         assert_eq!(code(&isolab(&["rm", "lc-kill"])), 0);
 
-        let oom = isolab(&[
-            "run",
-            "-d",
-            "--name",
+        let oom = run_container(
             "lc-oom",
-            "--memory",
-            "16M",
-            "--memory-swap",
-            "16M",
-            "--rootfs",
+            &["-d", "--memory", "16M", "--memory-swap", "16M"],
             root.path(),
-            "--",
-            "/isolab-workload",
-            "mem",
-            "--mib",
-            "64",
-        ]);
+            &["/isolab-workload", "mem", "--mib", "64"],
+        );
         if code(&oom) == 125 && stderr(&oom).contains("swap") {
             // No swap accounting on this host: the limit cannot be exact.
             return;
@@ -421,28 +380,10 @@ fn failures_use_dockers_codes_and_leave_nothing() {
             );
         }
         // A detached start that fails reports like the foreground one, and cleans up.
-        let missing = isolab(&[
-            "run",
-            "-d",
-            "--name",
-            "lc-bad",
-            "--rootfs",
-            root.path(),
-            "--",
-            "/nonexistent",
-        ]);
+        let missing = run_container("lc-bad", &["-d"], root.path(), &["/nonexistent"]);
         assert_eq!(code(&missing), 127, "{}", stderr(&missing));
         assert_eq!(stderr(&missing).lines().count(), 1, "{}", stderr(&missing));
-        let badroot = isolab(&[
-            "run",
-            "-d",
-            "--name",
-            "lc-bad",
-            "--rootfs",
-            "/nonexistent/r",
-            "--",
-            "true",
-        ]);
+        let badroot = run_container("lc-bad", &["-d"], "/nonexistent/r", &["true"]);
         assert_eq!(code(&badroot), 125);
         // Usage errors of the container commands: 125, not clap's 2.
         assert_eq!(code(&isolab(&["run", "--frobnicate"])), 125);
@@ -469,17 +410,7 @@ fn failures_use_dockers_codes_and_leave_nothing() {
 fn gc_cleans_up_after_a_killed_supervisor() {
     let root = rootfs();
     leaves_nothing_behind(|| {
-        let run = isolab(&[
-            "run",
-            "-d",
-            "--name",
-            "lc-gc",
-            "--rootfs",
-            root.path(),
-            "--",
-            "sleep",
-            "1000",
-        ]);
+        let run = run_container("lc-gc", &["-d"], root.path(), &["sleep", "1000"]);
         assert_eq!(code(&run), 0, "{}", stderr(&run));
         let state = record("lc-gc");
         let supervisor = state["supervisor_pid"].as_i64().unwrap() as i32;
@@ -512,16 +443,7 @@ fn a_foreground_container_is_listed_and_reachable() {
     let root = rootfs();
     leaves_nothing_behind(|| {
         let mut fg = std::process::Command::new(assert_cmd::cargo::cargo_bin("isolab"))
-            .args([
-                "run",
-                "--name",
-                "lc-fg",
-                "--rootfs",
-                root.path(),
-                "--",
-                "sleep",
-                "1000",
-            ])
+            .args(run_args("lc-fg", &[], root.path(), &["sleep", "1000"]))
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -550,19 +472,12 @@ fn a_hundred_parallel_detached_starts_get_distinct_names_and_clean_up() {
             .iter()
             .map(|name| {
                 std::process::Command::new(assert_cmd::cargo::cargo_bin("isolab"))
-                    .args([
-                        "run",
-                        "-d",
-                        "--name",
+                    .args(run_args(
                         name,
-                        "--pids-limit",
-                        "16",
-                        "--rootfs",
+                        &["-d", "--pids-limit", "16"],
                         root.path(),
-                        "--",
-                        "/isolab-workload",
-                        "idle",
-                    ])
+                        &["/isolab-workload", "idle"],
+                    ))
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::piped())
                     .spawn()

@@ -2,106 +2,38 @@
 //! starter fails with hints, the reference solution passes, and reset leaves no mounts,
 //! cgroups or processes behind. Labs this host cannot run are skipped, saying why.
 
-use std::path::Path;
-use std::sync::Mutex;
+mod common;
+#[path = "common/lab.rs"]
+mod lab;
 
-use assert_cmd::Command;
+use std::path::Path;
+
 use serde_json::Value;
 
-/// One lab at a time: a fork bomb and the labs' own timings should not share the CPUs.
-static SERIAL: Mutex<()> = Mutex::new(());
+use lab::{LabDir, isolab};
 
-fn isolab(dir: &Path) -> Command {
-    let mut command = Command::cargo_bin("isolab").unwrap();
-    command.env("ISOLAB_LAB_DIR", dir);
-    command
-}
+/// One lab at a time: a fork bomb and the labs' own timings should not share the CPUs.
+const SUITE: &str = "lab-cli";
 
 /// What a lab must not leave behind, scoped to what the lab itself creates (its workspace
 /// directory, its `isolab-lab<id>` cgroups), so that tests running beside it, in this binary
 /// or another, cannot make it flake.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, Default)]
 struct Leftovers {
     /// Mount points at or below the labs' directory.
     mounts: Vec<String>,
     cgroups: Vec<String>,
-    /// Processes whose cwd, executable or command line names the labs' directory.
+    /// Processes whose cwd, executable or root is in the labs' directory, or whose command
+    /// line names it.
     processes: Vec<String>,
 }
 
-impl Leftovers {
-    fn none() -> Self {
-        Leftovers {
-            mounts: Vec::new(),
-            cgroups: Vec::new(),
-            processes: Vec::new(),
-        }
-    }
-}
-
-/// The mountinfo lines (mount point and filesystem type) at or below `dir`.
-fn mounts_below(dir: &Path) -> Vec<String> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let mut mounts: Vec<String> = mountinfo
-        .lines()
-        .filter_map(|l| {
-            let fields: Vec<&str> = l.split(' ').collect();
-            let fstype = fields[fields.iter().position(|f| *f == "-")? + 1];
-            Path::new(fields[4])
-                .starts_with(dir)
-                .then(|| format!("{} ({fstype})", fields[4]))
-        })
-        .collect();
-    mounts.sort();
-    mounts
-}
-
 fn leftovers(dir: &Path, id: u32) -> Leftovers {
-    let name = format!("isolab-lab{id}");
-    let mut cgroups = Vec::new();
-    for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
-        .into_iter()
-        .map(String::from)
-        .chain(
-            std::fs::read_dir("/sys/fs/cgroup")
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path().to_string_lossy().into_owned()),
-        )
-    {
-        let cgroup = Path::new(&root).join(&name);
-        if cgroup.is_dir() {
-            cgroups.push(cgroup.to_string_lossy().into_owned());
-        }
-    }
-    cgroups.sort();
-    cgroups.dedup();
-    let wanted = dir.to_string_lossy().into_owned();
-    let processes = pids()
-        .into_iter()
-        .filter_map(|pid| {
-            let proc = Path::new("/proc").join(pid.to_string());
-            let links =
-                ["cwd", "exe"].map(|l| std::fs::read_link(proc.join(l)).unwrap_or_default());
-            let cmdline = std::fs::read(proc.join("cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            (links.iter().any(|l| l.starts_with(dir)) || cmdline.contains(&wanted))
-                .then(|| format!("{pid}: {cmdline}"))
-        })
-        .collect();
     Leftovers {
-        mounts: mounts_below(dir),
-        cgroups,
-        processes,
+        mounts: lab::mounts_below(dir),
+        cgroups: lab::cgroups([format!("isolab-lab{id}")]),
+        processes: lab::processes_below(dir),
     }
-}
-
-fn pids() -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_string_lossy().parse().ok())
-        .collect()
 }
 
 /// The nsfs bind mounts below `dir`: where, and which namespace (`uts:[4026532177]`).
@@ -121,7 +53,7 @@ fn bound_namespaces(dir: &Path) -> Vec<(String, String)> {
 
 /// The processes still in one of `namespaces`.
 fn processes_in(namespaces: &[String]) -> Vec<u32> {
-    pids()
+    lab::pids()
         .into_iter()
         .filter(|pid| {
             std::fs::read_dir(format!("/proc/{pid}/ns"))
@@ -134,82 +66,19 @@ fn processes_in(namespaces: &[String]) -> Vec<u32> {
         .collect()
 }
 
-fn check_json(dir: &Path, id: u32) -> (i32, Value) {
-    let out = isolab(dir)
-        .args(["lab", "check", &id.to_string(), "--json"])
-        .output()
-        .unwrap();
-    let json = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("lab {id}: check --json printed no JSON ({e})"));
-    (out.status.code().unwrap(), json)
-}
-
-/// Whether `lab list` says this host can run the lab; prints why not.
-fn runnable(dir: &Path, id: u32) -> bool {
-    let out = isolab(dir)
-        .args(["lab", "list", "--json"])
-        .output()
-        .unwrap();
-    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let lab = list["labs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["id"] == id)
-        .unwrap();
-    let ready = lab["status"] == "ready";
-    if !ready {
-        eprintln!("skipping lab {id}: {} {}", lab["status"], lab["missing"]);
-    }
-    ready
-}
-
 fn starter_fails_solution_passes_reset_cleans(id: u32) {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    if !runnable(dir.path(), id) {
+    let Some(lab) = LabDir::new(SUITE, id) else {
         return;
-    }
+    };
     assert_eq!(
-        leftovers(dir.path(), id),
-        Leftovers::none(),
+        leftovers(&lab.dir, id),
+        Leftovers::default(),
         "lab {id}: not clean before start"
     );
-    isolab(dir.path())
-        .args(["lab", "start", &id.to_string()])
-        .assert()
-        .success();
-    let (code, starter) = check_json(dir.path(), id);
-    assert_eq!(
-        code, 1,
-        "lab {id}: the untouched starter must fail: {starter:#}"
-    );
-    let steps = starter["steps"].as_array().unwrap();
-    assert!(steps.iter().any(|s| s["passed"] == false));
-    for step in steps.iter().filter(|s| s["passed"] == false) {
-        assert!(
-            !step["hint"].as_str().unwrap().is_empty(),
-            "lab {id}: failing step without a hint: {step}"
-        );
-    }
-    isolab(dir.path())
-        .args([
-            "lab",
-            "solution",
-            &id.to_string(),
-            "--i-am-instructor",
-            "--apply",
-        ])
-        .assert()
-        .success();
-    let (code, solved) = check_json(dir.path(), id);
-    assert_eq!(
-        code, 0,
-        "lab {id}: the reference solution must pass: {solved:#}"
-    );
+    lab.start_and_solve();
     // A process the student left in a namespace of the workspace: reset must end it too.
-    let bound = bound_namespaces(dir.path());
-    let mut left = bound.first().map(|(path, ns)| {
+    let bound = bound_namespaces(&lab.dir);
+    let left = bound.first().map(|(path, ns)| {
         let kind = ns.split(':').next().unwrap();
         let child = std::process::Command::new("nsenter")
             .arg(format!("--{kind}={path}"))
@@ -217,25 +86,14 @@ fn starter_fails_solution_passes_reset_cleans(id: u32) {
             .spawn()
             .unwrap();
         let link = format!("/proc/{}/ns/{kind}", child.id());
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while std::fs::read_link(&link).is_ok_and(|l| l.to_string_lossy() != *ns) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "nsenter never joined {ns}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        lab::wait_until(|| std::fs::read_link(&link).is_ok_and(|l| l.to_string_lossy() == *ns));
         child
     });
     let namespaces: Vec<String> = bound.into_iter().map(|(_, ns)| ns).collect();
-    isolab(dir.path())
-        .args(["lab", "reset", &id.to_string()])
-        .assert()
-        .success();
-    assert!(!dir.path().join(id.to_string()).exists());
+    lab.reset();
     assert_eq!(
-        leftovers(dir.path(), id),
-        Leftovers::none(),
+        leftovers(&lab.dir, id),
+        Leftovers::default(),
         "lab {id} left something behind"
     );
     assert_eq!(
@@ -243,10 +101,8 @@ fn starter_fails_solution_passes_reset_cleans(id: u32) {
         Vec::<u32>::new(),
         "lab {id}: processes remain in the namespaces its workspace held: {namespaces:?}"
     );
-    if let Some(left) = left.as_mut() {
-        use std::os::unix::process::ExitStatusExt;
-        let status = left.wait().unwrap();
-        assert_eq!(status.signal(), Some(9), "reset did not kill it: {status}");
+    if let Some(left) = left {
+        lab::killed(left, &format!("lab {id}"), |_| false);
     }
 }
 
@@ -281,7 +137,7 @@ fn lab8_cgroup_pids() {
 }
 
 #[test]
-fn bad_input_and_unbuilt_labs() {
+fn bad_input_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     for (args, code) in [
         (&["lab", "show", "99"][..], 2),
@@ -289,8 +145,7 @@ fn bad_input_and_unbuilt_labs() {
         (&["lab", "show", "one"][..], 2),
         (&["lab", "solution", "1"][..], 2),
         (&["lab", "check"][..], 2),
-        (&["lab", "start", "14"][..], 3),
-        (&["lab", "check", "2"][..], 3),
+        (&["lab", "check", "15"][..], 2),
     ] {
         isolab(dir.path()).args(args).assert().code(code);
     }
@@ -298,12 +153,10 @@ fn bad_input_and_unbuilt_labs() {
 
 #[test]
 fn a_lab_never_started_fails_its_check_with_a_hint() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    if !runnable(dir.path(), 1) {
+    let Some(lab) = LabDir::new(SUITE, 1) else {
         return;
-    }
-    let (code, report) = check_json(dir.path(), 1);
+    };
+    let (code, report) = lab.check();
     assert_eq!(code, 1);
     assert!(
         report["steps"][0]["hint"]
@@ -333,7 +186,7 @@ fn show_renders_both_languages_as_plain_text_off_a_terminal() {
 
 #[test]
 fn check_all_gives_a_grade_sheet_with_skips() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = common::serial(SUITE);
     let dir = tempfile::tempdir().unwrap();
     let out = isolab(dir.path())
         .args(["lab", "check", "--all", "--json"])
@@ -342,7 +195,13 @@ fn check_all_gives_a_grade_sheet_with_skips() {
     let sheet: Value = serde_json::from_slice(&out.stdout).unwrap();
     let labs = sheet["labs"].as_array().unwrap();
     assert_eq!(labs.len(), 14);
-    assert_eq!(labs[1]["status"], "not-built");
+    for (lab, id) in labs.iter().zip(1..) {
+        assert_eq!(lab["lab"], id, "{lab}");
+        assert!(
+            ["graded", "host-lacks"].contains(&lab["status"].as_str().unwrap()),
+            "{lab}"
+        );
+    }
     // Nothing was started, so every graded lab fails and the sheet says so.
     assert_eq!(sheet["passed"], false);
     assert_eq!(out.status.code(), Some(1));

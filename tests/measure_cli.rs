@@ -1,5 +1,6 @@
 //! `isolab measure`: the whole main job, shrunk with `--runs 1 --count 2` so it stays a
-//! test: every workload on every target this host can run, a density run, and the report.
+//! test: every workload on every target this host can run, a density run, the disk
+//! footprint, and the report.
 
 use std::path::Path;
 
@@ -58,9 +59,23 @@ fn quick_measure_writes_a_report_naming_every_target_it_measured() {
     for target in &measured {
         assert!(intro.contains(target), "{target} missing from: {intro}");
     }
-    // Every workload's run set, the probe's and the density run's charts are in it.
-    for chart in ["startup", "overhead", "isolation", "density"] {
+    // Every workload's run set, the probe's, the density run's and the footprint's charts
+    // are in it; the start-up phases come from the container target, which always runs.
+    for chart in [
+        "startup",
+        "phases",
+        "overhead",
+        "isolation",
+        "density",
+        "footprint",
+    ] {
         assert!(out.path().join(format!("{chart}.png")).is_file(), "{chart}");
     }
-    assert!(out.path().join("summary.md").is_file());
+    // Claims 2 and 9 have a verdict from the footprint stage.
+    let md = std::fs::read_to_string(out.path().join("summary.md")).unwrap();
+    for claim in ["| 2 |", "| 9 |"] {
+        let row = md.lines().find(|l| l.starts_with(claim)).unwrap();
+        assert!(!row.contains("not measured"), "{row}");
+        assert!(row.contains("footprint-"), "{row}");
+    }
 }

@@ -45,6 +45,38 @@ fn report_writes_html_markdown_and_charts() {
 }
 
 #[test]
+fn report_charts_start_up_phases_and_disk_footprint_and_checks_claims_2_and_9() {
+    let out = tempfile::tempdir().unwrap();
+    isolab()
+        .arg("report")
+        .arg(fixture("ready-phases.json"))
+        .arg(fixture("footprint.json"))
+        .arg("--out")
+        .arg(out.path())
+        .assert()
+        .success();
+    for file in ["phases.png", "phases.svg", "footprint.png", "footprint.svg"] {
+        assert!(out.path().join(file).is_file(), "{file}");
+    }
+    let md = std::fs::read_to_string(out.path().join("summary.md")).unwrap();
+    let claim = |n: &str| {
+        md.lines()
+            .find(|l| l.starts_with(&format!("| {n} |")))
+            .unwrap_or_else(|| panic!("claim {n} missing from:\n{md}"))
+            .to_owned()
+    };
+    // The fixture's VMs boot megabytes, and the container's upper layer is 8 KiB.
+    assert!(claim("2").ends_with("| does not hold |"), "{}", claim("2"));
+    assert!(claim("9").ends_with("| holds |"), "{}", claim("9"));
+    assert!(claim("9").contains("footprint.json"), "{}", claim("9"));
+    assert!(md.contains("| container |"), "the phase table: {md}");
+    assert!(
+        md.contains("runc (total)") || md.contains("| runc |"),
+        "{md}"
+    );
+}
+
+#[test]
 fn report_refuses_bad_input_with_exit_2() {
     let out = tempfile::tempdir().unwrap();
     isolab()

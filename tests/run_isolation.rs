@@ -416,7 +416,7 @@ fn exec_failures_use_dockers_codes() {
 fn isolab_failures_exit_125_with_one_line() {
     let rootfs = Rootfs::new();
     let root = rootfs.path().to_str().unwrap();
-    let cases: [(&str, Vec<&str>, &str); 6] = [
+    let cases: [(&str, Vec<&str>, &str); 5] = [
         (
             "no-rootfs",
             vec!["--rootfs", "/nonexistent/rootfs"],
@@ -431,11 +431,6 @@ fn isolab_failures_exit_125_with_one_line() {
             "bad-net",
             vec!["--rootfs", root, "--net", "overlay"],
             "unknown --net mode",
-        ),
-        (
-            "bridge",
-            vec!["--rootfs", root, "--net", "bridge"],
-            "not available yet",
         ),
         (
             "no-workdir",

@@ -23,6 +23,8 @@ use sandbox_common::{bin_dir, chain, sandbox};
 const VMLINUX: &str = "/root/vmlinux";
 const BZIMAGE: &str = "/root/vmlinuz";
 const NO_INIT: &str = "/root/no-init.cpio";
+/// An ext4 image whose `/init` is the workload, with a marker file beside it.
+const DISK: &str = "/root/disk.img";
 
 /// One case's result inside the sandbox.
 #[derive(Debug, Clone)]
@@ -75,6 +77,14 @@ const CASES: &[(&str, &str)] = &[
     (
         "small_mem",
         "--kernel /root/vmlinux --mem 32M --workload ready",
+    ),
+    (
+        "disk",
+        "--kernel /root/vmlinux --disk /root/disk.img --workload probe --host-marker /marker",
+    ),
+    (
+        "disk_missing",
+        "--kernel /root/vmlinux --disk /root/no-such.img --workload ready",
     ),
 ];
 
@@ -141,6 +151,51 @@ fn no_init_cpio(dir: &Path) -> PathBuf {
     path
 }
 
+/// An ext4 image (mkfs.ext4 -d) holding the workload as `/init` and `/marker`.
+fn disk_image(dir: &Path) -> PathBuf {
+    let root = dir.join("disk-root");
+    std::fs::create_dir_all(root.join("dev")).unwrap();
+    std::fs::copy(bin_dir().join("isolab-workload"), root.join("init")).unwrap();
+    std::fs::write(root.join("marker"), "on the disk\n").unwrap();
+    let image = dir.join("disk.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let made = StdCommand::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&root)
+        .arg(&image)
+        .status()
+        .expect("mkfs.ext4 (e2fsprogs)");
+    assert!(made.success());
+    image
+}
+
+/// The virtio modules of the sandbox's kernel, as `isolab kernel fetch` keeps them.
+fn disk_modules() -> Vec<(PathBuf, String)> {
+    let cache = isolab_microvm::kernel::default_cache();
+    let kernel = isolab_microvm::kernel::fetch(&cache, &mut |_| {})
+        .unwrap_or_else(|e| panic!("isolab kernel fetch: {}", chain(&e)));
+    assert_eq!(
+        kernel.package,
+        sandbox().kernel().package,
+        "the fetched kernel's modules must match the sandbox's kernel: fetch both anew"
+    );
+    isolab_microvm::linux::initramfs::DISK_MODULES
+        .iter()
+        .map(|m| {
+            (
+                kernel
+                    .vmlinux
+                    .with_file_name("modules")
+                    .join(format!("{m}.ko")),
+                format!("/root/modules/{m}.ko"),
+            )
+        })
+        .collect()
+}
+
 /// Every in-sandbox case, run once.
 fn cases() -> &'static HashMap<String, Case> {
     static CASES_RUN: OnceLock<HashMap<String, Case>> = OnceLock::new();
@@ -152,14 +207,16 @@ fn cases() -> &'static HashMap<String, Case> {
         let mut spec = RunSpec::new(["sh", "-c", &script()])
             .isolab_binaries(&bin_dir())
             .timeout(Duration::from_secs(150));
-        for (host, guest) in [
-            (vmlinux, VMLINUX),
-            (vmlinuz, BZIMAGE),
-            (no_init_cpio(dir.path()), NO_INIT),
-        ] {
+        let files = [
+            (vmlinux, VMLINUX.to_owned()),
+            (vmlinuz, BZIMAGE.to_owned()),
+            (no_init_cpio(dir.path()), NO_INIT.to_owned()),
+            (disk_image(dir.path()), DISK.to_owned()),
+        ];
+        for (host, guest) in files.into_iter().chain(disk_modules()) {
             spec.files.push(GuestFile {
                 host,
-                guest: guest.to_owned(),
+                guest,
                 strip_debug: false,
             });
         }
@@ -260,6 +317,25 @@ fn too_little_memory_is_a_usage_error() {
     assert_eq!(small.status, 2, "{small:?}");
     assert!(small.stderr.contains("--mem"), "{small:?}");
     assert_eq!(small.stderr.lines().count(), 1, "{small:?}");
+}
+
+#[test]
+fn a_disk_image_is_the_root_and_holds_the_workload() {
+    let disk = case("disk");
+    assert_eq!(disk.status, 0, "{disk:?}");
+    let probe = disk.workload_json("probe");
+    assert_eq!(probe["pid"], 1, "the disk's /init runs as init: {probe}");
+    assert_eq!(probe["host_marker_visible"], true, "{probe}");
+    let requests = disk.report()["vm"]["disk_requests"].as_u64();
+    assert!(requests.is_some_and(|n| n > 0), "{disk:?}");
+}
+
+#[test]
+fn a_missing_disk_image_is_a_usage_error() {
+    let missing = case("disk_missing");
+    assert_eq!(missing.status, 2, "{missing:?}");
+    assert!(missing.stderr.contains("/root/no-such.img"), "{missing:?}");
+    assert_eq!(missing.stderr.lines().count(), 1, "{missing:?}");
 }
 
 /// Runs `isolab vm run ARGS` on this host and checks that it left no process behind.

@@ -109,12 +109,21 @@ pub enum BenchError {
     },
     #[error(transparent)]
     Export(#[from] ExportError),
+    #[error(transparent)]
+    Footprint(Box<crate::footprint::FootprintError>),
+}
+
+impl From<crate::footprint::FootprintError> for BenchError {
+    fn from(error: crate::footprint::FootprintError) -> Self {
+        BenchError::Footprint(Box::new(error))
+    }
 }
 
 impl BenchError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             BenchError::Run { .. } | BenchError::Density { .. } => ErrorKind::TargetFailed,
+            BenchError::Footprint(e) => e.kind(),
             BenchError::Workload(e) if e.is_missing_build() => ErrorKind::HostLacks,
             BenchError::Sampler(_) => ErrorKind::HostLacks,
             BenchError::Target(e) if e.host_lacks() => ErrorKind::HostLacks,
@@ -180,6 +189,7 @@ pub fn run(config: &BenchConfig) -> Result<Outcome, BenchError> {
             })
             .collect(),
         footprint: None,
+        blast_radius: None,
     };
 
     let stem = free_stem(&config.out_dir, "bench", &results.host.date, config.mode);
@@ -243,6 +253,7 @@ fn measure(
                 cwd: scratch.as_ref().map(|dir| dir.path()),
                 mode: config.mode,
                 timeout: config.timeout,
+                phases: targets[t].records_phases(),
             };
             let measurement = run_once(&launch, &sampler).map_err(|source| BenchError::Run {
                 target: name.to_owned(),
@@ -298,11 +309,17 @@ pub fn prepare_out_dir(dir: &Path) -> Result<(), BenchError> {
         })
 }
 
-/// `<kind>-<UTC timestamp>-<mode>`, with a `-N` suffix when a set from the same second is
-/// already there; results are never overwritten.
-pub(crate) fn free_stem(dir: &Path, kind: &str, date: &str, mode: Mode) -> String {
+/// `<kind>-<UTC timestamp>-<what>` (`what`: the mode, or what else was measured), with a
+/// `-N` suffix when a set from the same second is already there; results are never
+/// overwritten.
+pub(crate) fn free_stem(
+    dir: &Path,
+    kind: &str,
+    date: &str,
+    what: impl std::fmt::Display,
+) -> String {
     let timestamp: String = date.chars().filter(|c| !matches!(c, '-' | ':')).collect();
-    let base = format!("{kind}-{timestamp}-{mode}");
+    let base = format!("{kind}-{timestamp}-{what}");
     let taken = |stem: &str| {
         ["json", "csv"]
             .iter()

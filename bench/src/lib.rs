@@ -1,9 +1,12 @@
 //! isolab's measurement harness: runs one workload binary on several targets, interleaved,
 //! and records start-up time, run time, memory and the workload's own figures.
 
+pub mod blast;
 pub mod density;
 pub mod fingerprint;
+pub mod footprint;
 pub mod harness;
+mod net_peer;
 pub mod procfs;
 pub mod progress;
 pub mod rootfs;

@@ -18,13 +18,15 @@ pub fn parse_pss_kib(smaps_rollup: &str) -> Option<u64> {
 /// MemTotal − MemAvailable, in KiB, from a `/proc/meminfo` text: the memory the host cannot
 /// hand out without reclaiming or swapping, which is what running instances take from it.
 pub fn parse_host_used_kib(meminfo: &str) -> Option<i64> {
-    let field = |name: &str| {
-        meminfo.lines().find_map(|line| {
-            let value = line.strip_prefix(name)?.strip_prefix(':')?;
-            value.trim().strip_suffix("kB")?.trim().parse::<i64>().ok()
-        })
-    };
-    Some(field("MemTotal")? - field("MemAvailable")?)
+    Some(parse_meminfo_kib(meminfo, "MemTotal")? - parse_meminfo_kib(meminfo, "MemAvailable")?)
+}
+
+/// The field `name` (e.g. `Slab`), in KiB, of a `/proc/meminfo` text.
+pub fn parse_meminfo_kib(meminfo: &str, name: &str) -> Option<i64> {
+    meminfo.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(':')?;
+        value.trim().strip_suffix("kB")?.trim().parse::<i64>().ok()
+    })
 }
 
 /// The parent pid from a `/proc/<pid>/stat` text. The command name (field 2) may contain

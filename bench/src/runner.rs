@@ -8,7 +8,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use isolab_reports::schema::{ExitStatus, RunRecord};
+use isolab_reports::schema::{ExitStatus, PhaseTime, RunRecord};
+use isolab_runtime::explain::{PHASE_FD_ENV, PhaseMark, monotonic_ns, parse_phase_marks};
 use serde_json::Value;
 
 use crate::sampler::PssSampler;
@@ -29,6 +30,9 @@ pub struct Launch<'a> {
     pub cwd: Option<&'a Path>,
     pub mode: Mode,
     pub timeout: Duration,
+    /// The target writes its start-up phase marks to the descriptor `$ISOLAB_PHASE_FD`
+    /// names (isolab's container and mini VM; see `isolab_runtime::explain::PhaseLog`).
+    pub phases: bool,
 }
 
 /// What one successful run measured.
@@ -40,6 +44,7 @@ pub struct Measurement {
     pub figures: Value,
     pub pss_kib: Option<u64>,
     pub max_rss_kib: u64,
+    pub phases: Option<Vec<PhaseTime>>,
 }
 
 impl Measurement {
@@ -52,6 +57,7 @@ impl Measurement {
             figures: self.figures,
             pss_kib: self.pss_kib,
             max_rss_kib: self.max_rss_kib,
+            phases: self.phases,
         }
     }
 }
@@ -84,6 +90,8 @@ pub enum RunError {
         #[source]
         source: io::Error,
     },
+    #[error("creating the pipe for start-up phase marks")]
+    PhasePipe(#[source] io::Error),
     #[error("reaping process {pid}")]
     Reap {
         pid: u32,
@@ -135,11 +143,31 @@ pub fn run_once(launch: &Launch<'_>, sampler: &PssSampler) -> Result<Measurement
         command.current_dir(cwd);
     }
 
+    let phase_pipe = launch
+        .phases
+        .then(PhasePipe::open)
+        .transpose()
+        .map_err(RunError::PhasePipe)?;
+    if let Some(pipe) = &phase_pipe {
+        command.env(PHASE_FD_ENV, pipe.write.as_raw_fd().to_string());
+    }
+
     let start = Instant::now();
-    let mut child = command.spawn().map_err(|source| RunError::Spawn {
+    let start_ns = monotonic_ns();
+    let spawned = {
+        let _inherited = phase_pipe
+            .as_ref()
+            .map(PhasePipe::inherit)
+            .transpose()
+            .map_err(RunError::PhasePipe)?;
+        command.spawn()
+    };
+    let mut child = spawned.map_err(|source| RunError::Spawn {
         program: program.clone(),
         source,
     })?;
+    // Only the launched process holds the write end now: its copy closes as it exits.
+    let phase_marks = phase_pipe.map(PhasePipe::into_reader);
     let mut process = Spawned {
         pid: child.id(),
         reaped: false,
@@ -233,8 +261,15 @@ pub fn run_once(launch: &Launch<'_>, sampler: &PssSampler) -> Result<Measurement
         return Err(failed(Verdict::NoReady));
     }
     let figures = figures(lines.last.as_deref().unwrap_or(""), launch.mode).map_err(failed)?;
+    let ready_ns = ready_at.map(|at| nanos(at - start));
     Ok(Measurement {
-        ready_ns: ready_at.map(|at| nanos(at - start)),
+        phases: phase_marks
+            .map(|mut pipe| {
+                let marks = parse_phase_marks(&read_available(&mut pipe));
+                phase_times(&marks, start_ns, ready_ns)
+            })
+            .filter(|phases| !phases.is_empty()),
+        ready_ns,
         exit_ns,
         exit_status: status,
         figures,
@@ -337,6 +372,94 @@ impl Lines {
     }
 }
 
+/// The pipe a target writes its phase marks to: the write end is inherited by the launched
+/// process (named by `$ISOLAB_PHASE_FD`), the read end stays here.
+struct PhasePipe {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+/// The write end is inheritable while this lives (between clearing and restoring its
+/// close-on-exec flag around the spawn).
+struct Inheritable<'a>(&'a OwnedFd);
+
+impl Drop for Inheritable<'_> {
+    fn drop(&mut self) {
+        // SAFETY: fcntl only sets the flags of a descriptor this process owns.
+        unsafe { libc::fcntl(self.0.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+}
+
+impl PhasePipe {
+    fn open() -> io::Result<PhasePipe> {
+        let mut fds = [0 as RawFd; 2];
+        // Both ends close-on-exec, so no other child ever inherits them; the read end never
+        // blocks, so a writer that outlives the run cannot hang the harness.
+        // SAFETY: pipe2 writes two descriptors into `fds`, which lives for the call.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 just created both descriptors and nothing else owns them.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // O_NONBLOCK is per open file: the write end gets it too; a blocking write end suits
+        // the writers better (a full pipe waits instead of losing a mark).
+        // SAFETY: fcntl only sets the status flags of a descriptor this process owns.
+        if unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETFL, 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(PhasePipe { read, write })
+    }
+
+    /// Makes the write end inheritable until the guard is dropped. The harness spawns from
+    /// one thread, and a pre_exec hook would cost every run a fork instead of a vfork.
+    fn inherit(&self) -> io::Result<Inheritable<'_>> {
+        // SAFETY: fcntl only clears the flags of a descriptor this process owns.
+        if unsafe { libc::fcntl(self.write.as_raw_fd(), libc::F_SETFD, 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Inheritable(&self.write))
+    }
+
+    fn into_reader(self) -> std::fs::File {
+        std::fs::File::from(self.read)
+    }
+}
+
+/// Everything written to the non-blocking `pipe` so far: up to end of file, or EAGAIN
+/// when something still holds the write end.
+fn read_available(pipe: &mut std::fs::File) -> String {
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = read_some(pipe, &mut buf) {
+        bytes.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The phases of a run from its marks (sorted by time) and the spawn time: each mark ends
+/// the phase it names, which began at the previous mark (or the spawn); a phase named twice
+/// is summed at the place of its first piece. `ready` is the rest, up to `ISOLAB-READY`.
+fn phase_times(marks: &[PhaseMark], start_ns: u64, ready_ns: Option<u64>) -> Vec<PhaseTime> {
+    let mut phases: Vec<PhaseTime> = Vec::new();
+    let mut previous = start_ns;
+    let mut add = |name: &str, ns: u64| match phases.iter_mut().find(|p| p.name == name) {
+        Some(phase) => phase.ns += ns,
+        None => phases.push(PhaseTime {
+            name: name.to_owned(),
+            ns,
+        }),
+    };
+    for mark in marks {
+        add(&mark.phase, mark.at_ns.saturating_sub(previous));
+        previous = previous.max(mark.at_ns);
+    }
+    if let (Some(ready), false) = (ready_ns, marks.is_empty()) {
+        add("ready", (start_ns + ready).saturating_sub(previous));
+    }
+    phases
+}
+
 /// A spawned process group whose leader is not reaped yet. Dropping it unreaped (an error or
 /// a panic mid-run) kills the group and reaps the leader, so nothing is left running.
 struct Spawned {
@@ -411,6 +534,7 @@ mod tests {
                 cwd: None,
                 mode,
                 timeout,
+                phases: false,
             },
             &sampler,
         )
@@ -501,9 +625,61 @@ mod tests {
             cwd: None,
             mode: Mode::Ready,
             timeout: SECOND,
+            phases: false,
         };
         let err = run_once(&launch, &sampler).unwrap_err();
         assert_eq!(err.to_string(), "starting /nonexistent/prog");
+    }
+
+    #[test]
+    fn phase_marks_written_to_the_inherited_descriptor_become_phases() {
+        // The shell writes marks as a target does, one line per mark.
+        let script = format!(
+            r#"now() {{ echo "$1 $(date +%s%N)" >&${PHASE_FD_ENV}; }}
+               now launch; now mounts; now launch; echo ISOLAB-READY; echo '{{"mode":"ready"}}'"#
+        );
+        let argv = ["/bin/sh".to_owned(), "-c".to_owned(), script];
+        let sampler = PssSampler::spawn().unwrap();
+        let launch = |phases| Launch {
+            argv: &argv,
+            cwd: None,
+            mode: Mode::Ready,
+            timeout: 10 * SECOND,
+            phases,
+        };
+        let m = run_once(&launch(true), &sampler).unwrap();
+        // date's clock is not CLOCK_MONOTONIC: only the names and the sum are checked here;
+        // phase_times' arithmetic is checked below.
+        let phases = m.phases.expect("marks were written");
+        let names: Vec<&str> = phases.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["launch", "mounts", "ready"]);
+        let off = run_once(&launch(false), &sampler);
+        assert!(
+            off.is_err(),
+            "without the descriptor the script's write fails"
+        );
+    }
+
+    #[test]
+    fn phases_are_spans_between_marks_with_repeats_summed() {
+        let mark = |phase: &str, at_ns| PhaseMark {
+            phase: phase.to_owned(),
+            at_ns,
+        };
+        let marks = [
+            mark("launch", 1_010),
+            mark("mounts", 1_030),
+            mark("cgroup", 1_035),
+            mark("mounts", 1_045),
+        ];
+        let phases = phase_times(&marks, 1_000, Some(100));
+        let got: Vec<(&str, u64)> = phases.iter().map(|p| (p.name.as_str(), p.ns)).collect();
+        assert_eq!(
+            got,
+            [("launch", 10), ("mounts", 30), ("cgroup", 5), ("ready", 55)]
+        );
+        assert_eq!(phases.iter().map(|p| p.ns).sum::<u64>(), 100);
+        assert!(phase_times(&[], 1_000, Some(100)).is_empty());
     }
 
     #[test]

@@ -4,14 +4,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::net_peer::NetPeer;
 use crate::rootfs::{
     Bundle, ImageStore, MEMORY_LIMIT, PIDS_LIMIT, Rootfs, RootfsError, WORKLOAD_IN_ROOT,
     import_image,
 };
-use crate::workload::Workload;
+use crate::workload::{Mode, Workload};
 
 /// Targets this build can run.
-pub const AVAILABLE: [&str; 8] = [
+pub const AVAILABLE: [&str; 10] = [
     "native",
     "unshare",
     "container",
@@ -20,10 +21,14 @@ pub const AVAILABLE: [&str; 8] = [
     "docker",
     "podman",
     "vm-mini",
+    "vm-linux",
+    "qemu-microvm",
 ];
 /// Targets later work adds; naming one gets "not available yet" instead of "unknown".
-pub const PLANNED: [&str; 2] = ["vm-linux", "qemu-microvm"];
+pub const PLANNED: [&str; 2] = ["firecracker", "cloud-hypervisor"];
 
+/// The kernel the Linux VM targets boot, when not the vmlinux `isolab kernel fetch` stored.
+pub const VM_KERNEL_ENV: &str = "ISOLAB_VM_KERNEL";
 /// Where a dockerd that the docker target starts writes its output.
 const DOCKERD_LOG: &str = "/var/log/isolab-dockerd.log";
 /// How long a started dockerd may take to answer.
@@ -105,6 +110,14 @@ pub enum Target {
     /// A fresh mini-kernel micro-VM per run: `isolab vm run --guest mini`, given the very
     /// file the harness hashed (`--workload-bin`). `monitor` is the isolab executable.
     VmMini { monitor: String },
+    /// A fresh Linux micro-VM per run: `isolab vm run --kernel K --vmm VMM` with the
+    /// workload as init of an initramfs, under isolab's monitor (`vm-linux`) or QEMU's
+    /// microvm machine (`qemu-microvm`), on the same kernel file.
+    VmLinux {
+        monitor: String,
+        vmm: &'static str,
+        kernel: String,
+    },
     /// The floor of container start-up: util-linux `unshare` with new mount, uts, ipc,
     /// net, pid, cgroup and time namespaces and a fresh /proc, running the workload from
     /// the host's filesystem: no root filesystem, no cgroup limits, no capability or
@@ -152,6 +165,15 @@ pub enum TargetError {
     ArgsInsideWord(String),
     #[error("target `{0}`: locating the isolab executable that runs the VM")]
     Monitor(String, #[source] std::io::Error),
+    #[error(
+        "target `{target}` needs standard KVM (VMX or SVM), and this host's KVM is {kind}; \
+         on a PVM host measure it in the sandbox: `isolab measure --sandbox`"
+    )]
+    NoStandardKvm { target: String, kind: &'static str },
+    #[error(
+        "target `{0}` needs a guest kernel: run `isolab kernel fetch` (or set {VM_KERNEL_ENV})"
+    )]
+    NoKernel(String),
     #[error("target `{0}`: locating the isolab executable that runs the container")]
     Isolab(String, #[source] std::io::Error),
     #[error("target `{target}` needs {tool}, which is not installed: {fix}")]
@@ -162,6 +184,12 @@ pub enum TargetError {
     },
     #[error("target `{0}`: preparing its root filesystem")]
     Prepare(String, #[source] RootfsError),
+    #[error(
+        "target `{0}` cannot run the net workload: it runs on native (two host processes) and container (two containers on the bridge isolab0)"
+    )]
+    NetUnsupported(String),
+    #[error("target `{target}`: starting the net workload's server: {detail}")]
+    NetPeer { target: String, detail: String },
     #[error("target `docker`: running {dockerd}")]
     StartDaemon {
         dockerd: String,
@@ -178,7 +206,12 @@ pub enum TargetError {
 impl TargetError {
     /// Whether installing something would fix it (the CLI exits 3 then).
     pub fn host_lacks(&self) -> bool {
-        matches!(self, TargetError::MissingTool { .. })
+        matches!(
+            self,
+            TargetError::MissingTool { .. }
+                | TargetError::NoStandardKvm { .. }
+                | TargetError::NoKernel(_)
+        )
     }
 }
 
@@ -219,6 +252,43 @@ impl Target {
                     .map_err(|e| TargetError::Monitor(name.to_owned(), e))?;
                 Ok(Target::VmMini {
                     monitor: monitor.to_string_lossy().into_owned(),
+                })
+            }
+            "vm-linux" | "qemu-microvm" => {
+                let monitor = std::env::current_exe()
+                    .map_err(|e| TargetError::Monitor(name.to_owned(), e))?;
+                let vmm = if name == "vm-linux" {
+                    "isolab"
+                } else {
+                    tool(
+                        name,
+                        isolab_microvm::linux::peer::QEMU,
+                        "install qemu-system-x86: apt-get install -y qemu-system-x86",
+                    )?;
+                    "qemu-microvm"
+                };
+                use isolab_microvm::host::KvmKind;
+                let kind = KvmKind::detect();
+                if !matches!(kind, KvmKind::Vmx { .. } | KvmKind::Svm { .. }) {
+                    return Err(TargetError::NoStandardKvm {
+                        target: name.to_owned(),
+                        kind: kind.name(),
+                    });
+                }
+                // Both monitors boot the same file: the ELF vmlinux (QEMU through its PVH
+                // entry), which spares the guest the decompression a bzImage costs.
+                let kernel = match std::env::var_os(VM_KERNEL_ENV).filter(|k| !k.is_empty()) {
+                    Some(kernel) => PathBuf::from(kernel),
+                    None => {
+                        isolab_microvm::kernel::stored(&isolab_microvm::kernel::default_cache())
+                            .map_err(|_| TargetError::NoKernel(name.to_owned()))?
+                            .vmlinux
+                    }
+                };
+                Ok(Target::VmLinux {
+                    monitor: monitor.to_string_lossy().into_owned(),
+                    vmm,
+                    kernel: kernel.to_string_lossy().into_owned(),
                 })
             }
             "unshare" => Ok(Target::Unshare {
@@ -298,6 +368,8 @@ impl Target {
         match self {
             Target::Native => "native",
             Target::VmMini { .. } => "vm-mini",
+            Target::VmLinux { vmm: "isolab", .. } => "vm-linux",
+            Target::VmLinux { .. } => "qemu-microvm",
             Target::Unshare { .. } => "unshare",
             Target::Container {
                 from_image: false, ..
@@ -311,12 +383,27 @@ impl Target {
         }
     }
 
+    /// Whether the target reports its start-up phases to the harness (see
+    /// `isolab_runtime::explain::PhaseLog`): isolab's own container and mini VM do.
+    pub fn records_phases(&self) -> bool {
+        matches!(self, Target::Container { .. } | Target::VmMini { .. })
+    }
+
     pub fn description(&self) -> String {
         match self {
             Target::Native => "the workload executed directly by isolab".to_owned(),
             Target::VmMini { .. } => {
                 "a fresh mini-kernel micro-VM per run (isolab vm run --guest mini)".to_owned()
             }
+            Target::VmLinux { vmm, kernel, .. } => format!(
+                "a fresh Linux micro-VM per run under {}: the kernel {kernel}, the workload as \
+                 init of an initramfs (isolab vm run --vmm {vmm})",
+                if *vmm == "isolab" {
+                    "isolab's monitor"
+                } else {
+                    "QEMU's microvm machine with KVM"
+                }
+            ),
             Target::Unshare { .. } => format!(
                 "the workload under unshare {}: namespaces only, no rootfs, cgroup or confinement",
                 UNSHARE_FLAGS.join(" ")
@@ -350,6 +437,9 @@ impl Target {
     /// Builds what the target runs in and its argv. Targets with a root filesystem get a
     /// fresh one holding the workload's very bytes; the others run `workload.path`.
     pub fn prepare(&self, workload: &Workload) -> Result<Prepared, TargetError> {
+        if workload.mode == Mode::Net {
+            return self.prepare_net(workload);
+        }
         let args = workload.argv();
         let failed = |e| TargetError::Prepare(self.name().to_owned(), e);
         let (path, root): (_, Option<Box<dyn std::fmt::Debug>>) = match self {
@@ -381,6 +471,34 @@ impl Target {
         })
     }
 
+    /// The net workload: a server beside the target for the whole run set, and each run a
+    /// client of it, launched the target's way.
+    fn prepare_net(&self, workload: &Workload) -> Result<Prepared, TargetError> {
+        let failed = |e| TargetError::Prepare(self.name().to_owned(), e);
+        let (path, peer, rootfs) = match self {
+            Target::Native => (
+                PathBuf::from(&workload.path),
+                NetPeer::native(workload)?,
+                None,
+            ),
+            Target::Container {
+                isolab,
+                from_image: false,
+            } => {
+                let rootfs = Rootfs::build(workload).map_err(failed)?;
+                let peer = NetPeer::container(isolab, rootfs.path())?;
+                (rootfs.workload(), peer, Some(rootfs))
+            }
+            _ => return Err(TargetError::NetUnsupported(self.name().to_owned())),
+        };
+        let args: Vec<String> = workload.argv().into_iter().chain(peer.args()).collect();
+        Ok(Prepared {
+            argv: self.argv(&path.to_string_lossy(), &args),
+            // A tuple drops in order: the server goes before the root it runs in.
+            _root: Some(Box::new((peer, rootfs))),
+        })
+    }
+
     /// The argv that launches the workload at `path` with `args` (mode first); for an
     /// engine, `path` is the image that holds the workload.
     pub fn argv(&self, path: &str, args: &[String]) -> Vec<String> {
@@ -393,6 +511,16 @@ impl Target {
                 .chain(["--workload-bin".to_owned(), path.to_owned()])
                 // --workload takes every word after it: it comes last.
                 .chain(std::iter::once("--workload".to_owned()))
+                .chain(args.iter().cloned())
+                .collect(),
+            Target::VmLinux {
+                monitor,
+                vmm,
+                kernel,
+            } => [monitor, "vm", "run", "--kernel", kernel, "--vmm", vmm]
+                .into_iter()
+                .map(str::to_owned)
+                .chain(["--vm-figures", "--workload-bin", path, "--workload"].map(str::to_owned))
                 .chain(args.iter().cloned())
                 .collect(),
             Target::Unshare { unshare } => std::iter::once(unshare.clone())
@@ -415,21 +543,23 @@ impl Target {
                 } else {
                     vec!["--rootfs".to_owned(), dir.to_string_lossy().into_owned()]
                 };
-                [
-                    isolab.as_str(),
-                    "run",
-                    "--memory",
-                    MEMORY_LIMIT,
-                    "--pids-limit",
-                ]
-                .into_iter()
-                .map(str::to_owned)
-                .chain(std::iter::once(PIDS_LIMIT.to_string()))
-                .chain(root)
-                .chain(std::iter::once("--".to_owned()))
-                .chain(std::iter::once(WORKLOAD_IN_ROOT.to_owned()))
-                .chain(args.iter().cloned())
-                .collect()
+                // The net workload's client joins its server on the bridge.
+                let net: &[&str] = if args.first().is_some_and(|m| m == Mode::Net.name()) {
+                    &["--net", "bridge"]
+                } else {
+                    &[]
+                };
+                [isolab.as_str(), "run"]
+                    .into_iter()
+                    .chain(net.iter().copied())
+                    .chain(["--memory", MEMORY_LIMIT, "--pids-limit"])
+                    .map(str::to_owned)
+                    .chain(std::iter::once(PIDS_LIMIT.to_string()))
+                    .chain(root)
+                    .chain(std::iter::once("--".to_owned()))
+                    .chain(std::iter::once(WORKLOAD_IN_ROOT.to_owned()))
+                    .chain(args.iter().cloned())
+                    .collect()
             }
             Target::Runc { runc, id } => {
                 let bundle = Path::new(path)
@@ -482,10 +612,11 @@ fn dockerd_answers(cli: &str) -> bool {
 
 /// Starts dockerd when it does not answer (and says so): in its own process group, so a
 /// Ctrl-C of the bench does not reach it and it outlives this run as a service would;
-/// without iptables rules or a bridge (the target runs with `--network none`).
-fn ensure_dockerd(cli: &str) -> Result<(), TargetError> {
+/// without iptables rules or a bridge (the target runs with `--network none`). Returns the
+/// pid of the dockerd it started, `None` when one already answered.
+pub fn ensure_dockerd(cli: &str) -> Result<Option<u32>, TargetError> {
     if dockerd_answers(cli) {
-        return Ok(());
+        return Ok(None);
     }
     let dockerd = tool("docker", "dockerd", Engine::Docker.fix())?;
     let log = std::fs::OpenOptions::new()
@@ -522,7 +653,7 @@ fn ensure_dockerd(cli: &str) -> Result<(), TargetError> {
     let deadline = Instant::now() + DOCKERD_START;
     while Instant::now() < deadline {
         if dockerd_answers(cli) {
-            return Ok(());
+            return Ok(Some(child.id()));
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -601,6 +732,36 @@ mod tests {
     }
 
     #[test]
+    fn linux_vms_boot_the_same_kernel_under_either_monitor() {
+        let target = |vmm| Target::VmLinux {
+            monitor: "/bin/isolab".into(),
+            vmm,
+            kernel: "/k/vmlinuz".into(),
+        };
+        assert_eq!(target("isolab").name(), "vm-linux");
+        assert_eq!(target("qemu-microvm").name(), "qemu-microvm");
+        assert_eq!(
+            target("qemu-microvm").argv("/w/x", &args()),
+            [
+                "/bin/isolab",
+                "vm",
+                "run",
+                "--kernel",
+                "/k/vmlinuz",
+                "--vmm",
+                "qemu-microvm",
+                "--vm-figures",
+                "--workload-bin",
+                "/w/x",
+                "--workload",
+                "cpu",
+                "--iters",
+                "5"
+            ]
+        );
+    }
+
+    #[test]
     fn engines_run_the_imported_image_with_the_container_targets_limits() {
         let docker = Target::Engine {
             engine: Engine::Docker,
@@ -665,6 +826,31 @@ mod tests {
                 "5"
             ]
         );
+    }
+
+    #[test]
+    fn the_net_client_joins_its_server_on_the_bridge_and_others_refuse_net() {
+        let target = Target::named("container").unwrap();
+        let args: Vec<String> = ["net", "--n", "5", "--mib", "1", "--peer", "10.77.0.2:7070"]
+            .map(String::from)
+            .to_vec();
+        let argv = target.argv("/tmp/r/isolab-workload", &args);
+        assert_eq!(argv[1..4], ["run", "--net", "bridge"]);
+        let tail = argv.len() - args.len();
+        assert_eq!(argv[tail - 2..tail], ["--", WORKLOAD_IN_ROOT]);
+        assert_eq!(argv[tail..], args);
+        let workload = Workload {
+            mode: Mode::Net,
+            path: "/w".into(),
+            args: Vec::new(),
+            sha256: String::new(),
+            size_bytes: 0,
+        };
+        let err = Target::named("vm-mini")
+            .unwrap()
+            .prepare(&workload)
+            .unwrap_err();
+        assert!(matches!(err, TargetError::NetUnsupported(_)), "{err}");
     }
 
     #[test]
@@ -742,9 +928,9 @@ mod tests {
         );
         let err = |t: &[&str], p: &[&str]| resolve(&names(t), &names(p)).unwrap_err().to_string();
         assert_eq!(
-            err(&["vm-linux"], &[]),
+            err(&["firecracker"], &[]),
             format!(
-                "target `vm-linux` is not available yet in this build; available: {}",
+                "target `firecracker` is not available yet in this build; available: {}",
                 AVAILABLE.join(", ")
             )
         );

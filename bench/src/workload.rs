@@ -31,6 +31,10 @@ pub enum Mode {
     /// hostname...): the figures are the isolation matrix's row for the target. The harness
     /// gives it the workload's own host path as `--host-marker` (see [`Workload::prepare`]).
     Probe,
+    /// TCP round trips and throughput against a server the target starts beside each run
+    /// (two host processes, or two containers on the bridge): only for the targets that
+    /// can give it a peer, so not among [`Mode::ALL`].
+    Net,
 }
 
 impl Mode {
@@ -53,6 +57,7 @@ impl Mode {
             Mode::Io => "io",
             Mode::Idle => "idle",
             Mode::Probe => "probe",
+            Mode::Net => "net",
         }
     }
 
@@ -66,15 +71,17 @@ impl Mode {
         self == Mode::Io
     }
 
-    /// The size option the mode takes and its default. The defaults keep one native run
+    /// The size options the mode takes and their defaults. The defaults keep one native run
     /// well under a second, so a default bench of a few targets stays interactive.
-    fn size_option(self) -> Option<(SizeOption, u64)> {
+    fn size_options(self) -> &'static [(SizeOption, u64)] {
         match self {
-            Mode::Ready | Mode::Idle | Mode::Probe => None,
-            Mode::Cpu => Some((SizeOption::Iters, 2_000_000)),
-            Mode::Mem => Some((SizeOption::Mib, 64)),
-            Mode::Syscall => Some((SizeOption::N, 100_000)),
-            Mode::Io => Some((SizeOption::Mib, 16)),
+            Mode::Ready | Mode::Idle | Mode::Probe => &[],
+            Mode::Cpu => &[(SizeOption::Iters, 2_000_000)],
+            Mode::Mem => &[(SizeOption::Mib, 64)],
+            Mode::Syscall => &[(SizeOption::N, 100_000)],
+            Mode::Io => &[(SizeOption::Mib, 16)],
+            // Round trips, then MiB sent.
+            Mode::Net => &[(SizeOption::N, 2_000), (SizeOption::Mib, 64)],
         }
     }
 }
@@ -91,7 +98,7 @@ impl FromStr for Mode {
     fn from_str(s: &str) -> Result<Mode, WorkloadError> {
         Mode::ALL
             .into_iter()
-            .chain([Mode::Idle])
+            .chain([Mode::Idle, Mode::Net])
             .find(|mode| mode.name() == s)
             .ok_or_else(|| WorkloadError::UnknownMode(s.to_owned()))
     }
@@ -122,9 +129,9 @@ pub struct Sizes {
     pub n: Option<u64>,
 }
 
-/// The workload's arguments after the mode name: the mode's size option, given or default.
+/// The workload's arguments after the mode name: the mode's size options, given or default.
 pub fn mode_args(mode: Mode, sizes: &Sizes) -> Result<Vec<String>, WorkloadError> {
-    let expected = mode.size_option();
+    let expected = mode.size_options();
     let given = [
         (SizeOption::Iters, sizes.iters),
         (SizeOption::Mib, sizes.mib),
@@ -132,7 +139,7 @@ pub fn mode_args(mode: Mode, sizes: &Sizes) -> Result<Vec<String>, WorkloadError
     ];
     if let Some((option, _)) = given
         .iter()
-        .find(|(option, value)| value.is_some() && Some(*option) != expected.map(|(o, _)| o))
+        .find(|(option, value)| value.is_some() && !expected.iter().any(|(o, _)| o == option))
     {
         return Err(WorkloadError::SizeNotApplicable {
             flag: option.flag(),
@@ -140,14 +147,15 @@ pub fn mode_args(mode: Mode, sizes: &Sizes) -> Result<Vec<String>, WorkloadError
         });
     }
     Ok(expected
-        .map(|(option, default)| {
+        .iter()
+        .flat_map(|&(option, default)| {
             let value = given
                 .iter()
                 .find_map(|&(o, v)| if o == option { v } else { None })
                 .unwrap_or(default);
-            vec![option.flag().to_owned(), value.to_string()]
+            [option.flag().to_owned(), value.to_string()]
         })
-        .unwrap_or_default())
+        .collect())
 }
 
 /// How the workload binary was named, which decides whose mistake a missing file is.
@@ -170,7 +178,7 @@ impl fmt::Display for Source {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
-    #[error("unknown workload `{0}`; known: ready, cpu, mem, syscall, io, probe, idle")]
+    #[error("unknown workload `{0}`; known: ready, cpu, mem, syscall, io, probe, idle, net")]
     UnknownMode(String),
     #[error("{flag} does not apply to the `{mode}` workload")]
     SizeNotApplicable { flag: &'static str, mode: Mode },
@@ -307,13 +315,13 @@ mod tests {
 
     #[test]
     fn modes_parse_by_name_and_reject_others() {
-        for mode in Mode::ALL.into_iter().chain([Mode::Idle]) {
+        for mode in Mode::ALL.into_iter().chain([Mode::Idle, Mode::Net]) {
             assert_eq!(mode.name().parse::<Mode>().unwrap(), mode);
         }
-        let err = "net".parse::<Mode>().unwrap_err();
+        let err = "disk".parse::<Mode>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown workload `net`; known: ready, cpu, mem, syscall, io, probe, idle"
+            "unknown workload `disk`; known: ready, cpu, mem, syscall, io, probe, idle, net"
         );
     }
 
@@ -334,6 +342,10 @@ mod tests {
             "--mib does not apply to the `syscall` workload"
         );
         assert!(mode_args(Mode::Ready, &mib).is_err());
+        assert_eq!(
+            mode_args(Mode::Net, &mib).unwrap(),
+            ["--n", "2000", "--mib", "3"]
+        );
     }
 
     #[test]

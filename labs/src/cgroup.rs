@@ -7,12 +7,16 @@ use std::time::{Duration, Instant};
 
 use isolab_runtime::host::{CgroupMode, CgroupSupport};
 
+use crate::StepResult;
+use crate::answers;
 use crate::error::LabError;
+use crate::workspace::Workspace;
 
 #[derive(Debug, Clone)]
 pub struct LabCgroup {
     pub dir: PathBuf,
     pub v2: bool,
+    controller: &'static str,
 }
 
 impl LabCgroup {
@@ -27,7 +31,45 @@ impl LabCgroup {
         Ok(LabCgroup {
             dir: root.join(name),
             v2,
+            controller,
         })
+    }
+
+    /// The cgroup of lab `id`, `isolab-lab<id>`, in the hierarchy holding `controller`.
+    pub fn for_lab(controller: &'static str, id: u32) -> Result<Self, LabError> {
+        Self::locate(controller, &format!("isolab-lab{id}"))
+    }
+
+    /// What every cgroup lab's start does: enables the controller for the cgroup the student
+    /// will create, and writes the answers template headed by where that cgroup is on this
+    /// host, so that the lab text can stay the same on every host.
+    pub fn start(&self, ws: &Workspace, answers: &str) -> Result<(), LabError> {
+        self.enable()?;
+        ws.write(answers::FILE, &format!("# {}\n{answers}", describe(self)))
+    }
+
+    /// Every cgroup lab's first step.
+    pub fn created_step(&self) -> StepResult {
+        let created = self.exists();
+        StepResult::judge(
+            "create the cgroup",
+            created,
+            format!("{} exists: {created}", self.dir.display()),
+            &format!("mkdir {}", self.dir.display()),
+        )
+    }
+
+    /// On cgroup v2, enables the controller for the root's children, so that the cgroup the
+    /// student creates gets its files: with no systemd (or container runtime) having done
+    /// it, a fresh v2 root enables nothing. Like them, it leaves it enabled; enabling an
+    /// enabled controller is a no-op. v1 hierarchies need nothing.
+    pub fn enable(&self) -> Result<(), LabError> {
+        let Some(parent) = self.dir.parent().filter(|_| self.v2) else {
+            return Ok(());
+        };
+        let path = parent.join("cgroup.subtree_control");
+        std::fs::write(&path, format!("+{}", self.controller))
+            .map_err(LabError::io("writing", path))
     }
 
     /// The file's name on this host, from its v1 and v2 names.
@@ -113,11 +155,17 @@ impl LabCgroup {
     }
 }
 
-/// Shown to the student by `start`, so the lab text can stay the same on every host.
-pub fn describe(cgroup: &LabCgroup) -> String {
+/// Where the cgroup is, as `start` tells the student.
+fn describe(cgroup: &LabCgroup) -> String {
+    let version = match cgroup.dir.parent().filter(|_| cgroup.v2) {
+        Some(parent) => format!(
+            "v2 (enabled for child cgroups in {})",
+            parent.join("cgroup.subtree_control").display()
+        ),
+        None => "v1".to_owned(),
+    };
     format!(
-        "this host keeps the controller in cgroup {}; your cgroup is {}",
-        if cgroup.v2 { "v2" } else { "v1" },
+        "this host keeps the controller in cgroup {version}; your cgroup is {}",
         cgroup.dir.display()
     )
 }

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 pub use error::LabError;
 pub use needs::{Need, unmet};
-pub use registry::{Entry, Planned, entries, find};
+pub use registry::{find, labs};
 pub use workspace::Workspace;
 
 /// The language a lab's text is shown in.

@@ -62,10 +62,22 @@ pub struct Mount {
     pub mount_point: PathBuf,
     pub fstype: String,
     pub root: String,
+    /// `major:minor` of the filesystem's device.
+    pub device: String,
+    /// The filesystem's own options (an overlay's `lowerdir=…,upperdir=…`).
+    pub options: String,
 }
 
 pub fn mounts() -> Result<Vec<Mount>, LabError> {
-    let path = "/proc/self/mountinfo";
+    mounts_in("/proc/self/mountinfo")
+}
+
+/// The mount table of the mount namespace process `pid` is in.
+pub fn mounts_of(pid: i32) -> Result<Vec<Mount>, LabError> {
+    mounts_in(&format!("/proc/{pid}/mountinfo"))
+}
+
+fn mounts_in(path: &str) -> Result<Vec<Mount>, LabError> {
     let text = std::fs::read_to_string(path).map_err(LabError::io("reading", path))?;
     Ok(text.lines().filter_map(parse_mountinfo_line).collect())
 }
@@ -77,6 +89,8 @@ fn parse_mountinfo_line(line: &str) -> Option<Mount> {
         mount_point: PathBuf::from(unescape(fields.get(4)?)),
         fstype: (*fields.get(separator + 1)?).to_owned(),
         root: unescape(fields.get(3)?),
+        device: (*fields.get(2)?).to_owned(),
+        options: unescape(fields.get(separator + 3)?),
     })
 }
 
@@ -164,6 +178,35 @@ pub fn processes_in_ns(kind: &str, ns: u64) -> Vec<i32> {
         .collect()
 }
 
+/// The processes whose executable lies below `dir`: programs a student built in a workspace
+/// and left running.
+pub fn processes_running_from(dir: &Path) -> Vec<i32> {
+    pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e.starts_with(dir))
+        })
+        .collect()
+}
+
+/// What a process's descriptors point at (`/dev/kvm`, `anon_inode:kvm-vm`, `pipe:[…]`), in
+/// descriptor order; empty when the process is gone.
+pub fn open_files(pid: i32) -> Vec<String> {
+    let dir = format!("/proc/{pid}/fd");
+    let mut fds: Vec<(u32, String)> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let fd = e.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some((fd, target.to_string_lossy().into_owned()))
+        })
+        .collect();
+    fds.sort();
+    fds.into_iter().map(|(_, target)| target).collect()
+}
+
 /// SIGKILLs each process; one that exited meanwhile is no error.
 pub fn kill_all(pids: &[i32]) {
     for &pid in pids {
@@ -234,6 +277,24 @@ impl Conversation {
         found
     }
 
+    /// Every line the program prints up to and including the first `key=…` line; stops early
+    /// at end of output or after `timeout`, with whatever arrived.
+    pub fn lines_until(&self, key: &str, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut lines = Vec::new();
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            let last = line.split_once('=').is_some_and(|(k, _)| k.trim() == key);
+            lines.push(line);
+            if last {
+                break;
+            }
+        }
+        lines
+    }
+
     /// Closes the program's input and waits for it; kills it if it does not end in time.
     pub fn finish(mut self, timeout: Duration) {
         drop(self.stdin.take());
@@ -261,7 +322,9 @@ mod tests {
             Some(Mount {
                 mount_point: PathBuf::from("/var/lib/my dir/ns/uts"),
                 fstype: "nsfs".into(),
-                root: "/".into()
+                root: "/".into(),
+                device: "0:4".into(),
+                options: "rw".into(),
             })
         );
     }

@@ -89,6 +89,16 @@ pub struct Explanation {
     pub registers_via_kvm_run: bool,
 }
 
+impl Explanation {
+    /// When the milestone `name` (a [`Trace::mark`]) was reached, since the run started.
+    pub fn milestone(&self, name: &str) -> Option<Duration> {
+        self.steps
+            .iter()
+            .find(|s| s.name == name && s.took.is_zero())
+            .map(|s| s.start)
+    }
+}
+
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
@@ -175,6 +185,12 @@ mod tests {
         assert!(steps[0].took >= Duration::from_millis(2));
         assert_eq!(steps[1].name, "milestone");
         assert!(steps[1].start >= steps[0].start + steps[0].took);
+        let explanation = Explanation {
+            steps: steps.to_vec(),
+            ..Explanation::default()
+        };
+        assert_eq!(explanation.milestone("milestone"), Some(steps[1].start));
+        assert_eq!(explanation.milestone("sleep"), None);
     }
 
     #[test]

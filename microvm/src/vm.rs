@@ -466,6 +466,23 @@ impl Vm {
         }
     }
 
+    /// The data of an MMIO exit: whether the guest writes, and the bytes it writes or the
+    /// buffer its read is answered in. Empty after any other exit.
+    pub fn mmio_data(&mut self) -> (bool, &mut [u8]) {
+        let run = self.vcpu.get_kvm_run();
+        if run.exit_reason != kvm_bindings::KVM_EXIT_MMIO {
+            return (false, &mut []);
+        }
+        // SAFETY: the exit reason is KVM_EXIT_MMIO, so the kernel filled the `mmio` member
+        // of the union; `len` is at most the 8 bytes of its `data`, which lives in this
+        // vCPU's kvm_run mapping as long as the vCPU (`&mut self` keeps it exclusive).
+        unsafe {
+            let mmio = &mut run.__bindgen_anon_1.mmio;
+            let len = (mmio.len as usize).min(mmio.data.len());
+            (mmio.is_write != 0, &mut mmio.data[..len])
+        }
+    }
+
     pub fn exit_stats(&self) -> &ExitStats {
         &self.exits
     }

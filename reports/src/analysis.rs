@@ -62,9 +62,11 @@ impl Kind {
 
 /// Colours of the well-known targets, the same in every chart and every report; other
 /// targets take [`FALLBACK_COLOURS`] in order of appearance.
-const TARGET_COLOURS: [(&str, (u8, u8, u8)); 8] = [
+const TARGET_COLOURS: [(&str, (u8, u8, u8)); 10] = [
     ("native", (90, 90, 90)),
     ("container", (31, 119, 180)),
+    ("container-image", (110, 165, 215)),
+    ("podman", (196, 156, 148)),
     ("unshare", (23, 190, 207)),
     ("runc", (44, 160, 44)),
     ("docker", (148, 103, 189)),
@@ -120,7 +122,7 @@ impl Collection {
         let mut loaded = Vec::new();
         for path in paths {
             let set = ResultSet::load(path)?;
-            if set.targets.iter().all(|t| t.runs.is_empty()) {
+            if set.targets.iter().all(|t| t.runs.is_empty()) && set.footprint.is_none() {
                 return Err(LoadError::Empty { path: path.clone() });
             }
             loaded.push(Loaded {
@@ -174,6 +176,13 @@ impl Collection {
     /// The density run set, if one was given.
     pub fn density(&self) -> Option<&Loaded> {
         self.sets.iter().find(|l| l.set.kind == ResultKind::Density)
+    }
+
+    /// The disk footprint set, if one was given.
+    pub fn footprint(&self) -> Option<&Loaded> {
+        self.sets
+            .iter()
+            .find(|l| l.set.kind == ResultKind::Footprint && l.set.footprint.is_some())
     }
 
     /// Every target name, in order of first appearance.

@@ -97,12 +97,9 @@ pub type Outcome = Result<Figure, Missing>;
 pub fn all(c: &Collection, plan: &Plan) -> Vec<(&'static str, Outcome)> {
     vec![
         ("Start-up time per target", startup(c)),
-        (
-            "Start-up breakdown per phase",
-            Err(measures::start_up_phases()),
-        ),
+        ("Start-up breakdown per phase", phases(c)),
         ("Memory per instance", memory(c)),
-        ("Disk footprint", Err(measures::disk_footprint())),
+        ("Disk footprint", footprint(c)),
         ("Run-time overhead relative to native", overhead(c)),
         ("Density", density(c)),
         ("Isolation matrix", isolation(c)),
@@ -179,10 +176,232 @@ fn startup(c: &Collection) -> Outcome {
         y_range: (lo, hi),
         log_y,
         marks,
-        legend: Vec::new(),
+        legend: vec![(
+            "black bars: median (long), p95 (short)".to_owned(),
+            (0, 0, 0),
+        )],
         note: format!(
             "Dots: the {} runs of each target; long black bar: median; short black bar: p95. From {}.",
             set.set.runs_per_target,
+            set.path.display()
+        ),
+    })
+}
+
+/// Colours of the start-up phases (a palette apart from the targets' own, which only the
+/// total of a target without phases uses).
+const PHASE_COLOURS: [(&str, Rgb); 9] = [
+    ("launch", (166, 206, 227)),
+    ("prepare", (178, 223, 138)),
+    ("monitor", (141, 211, 199)),
+    ("namespaces", (253, 191, 111)),
+    ("boot", (231, 41, 138)),
+    ("cgroup", (251, 154, 153)),
+    ("mounts", (202, 178, 214)),
+    ("confine", (255, 237, 111)),
+    ("ready", (160, 160, 160)),
+];
+/// Bars taller than this many times the tallest recorded breakdown are cut (their total
+/// written above): a linear axis keeps the segments comparable.
+const PHASE_CUT_RATIO: f64 = 1.6;
+/// The axis goes this far above the tallest bar, so the legend's lines (one per phase)
+/// stay above the bars.
+const PHASE_LEGEND_ROOM: f64 = 2.2;
+
+fn phases(c: &Collection) -> Outcome {
+    let (set, rows) = measures::start_up_phases(c)?;
+    let tallest_recorded = rows
+        .iter()
+        .filter(|r| r.recorded)
+        .map(|r| r.sum_ms())
+        .fold(0.0, f64::max);
+    let tallest = rows.iter().map(|r| r.sum_ms()).fold(0.0, f64::max);
+    let ceiling = tallest.min(tallest_recorded * PHASE_CUT_RATIO);
+    let top = ceiling * PHASE_LEGEND_ROOM;
+    let mut marks = Vec::new();
+    let mut cut = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let x = i as f64;
+        let mut y = 0.0f64;
+        for (name, ms) in &row.phases {
+            let rgb = match PHASE_COLOURS.iter().find(|(n, _)| n == name) {
+                Some((_, rgb)) => *rgb,
+                None => c.colour(&row.target),
+            };
+            marks.push(Mark::Bar {
+                x0: x - 0.3,
+                x1: x + 0.3,
+                y0: y.min(ceiling),
+                y1: (y + ms).min(ceiling),
+                rgb,
+            });
+            y += ms;
+        }
+        if y > ceiling {
+            cut.push(row.target.clone());
+            marks.push(Mark::Text {
+                x,
+                y: ceiling + top * 0.03,
+                text: format!("↑ {y:.0} ms"),
+            });
+        }
+    }
+    let mut legend: Vec<(String, Rgb)> = measures::PHASES
+        .iter()
+        .filter(|(name, _)| rows.iter().any(|r| r.phases.iter().any(|(n, _)| n == name)))
+        .map(|(name, label)| {
+            let rgb = PHASE_COLOURS
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or((0, 0, 0), |(_, rgb)| *rgb);
+            ((*label).to_owned(), rgb)
+        })
+        .collect();
+    legend.reverse();
+    Ok(Figure {
+        name: "phases",
+        title: "Start-up, phase by phase (mean of each phase)".into(),
+        categories: rows
+            .iter()
+            .map(|r| {
+                if r.recorded {
+                    r.target.clone()
+                } else {
+                    format!("{} (total)", r.target)
+                }
+            })
+            .collect(),
+        y_categories: Vec::new(),
+        x_desc: "target (\"total\": it records no phases)".into(),
+        y_desc: "time from spawn (ms)".into(),
+        x_range: (-0.5, rows.len() as f64 - 0.5),
+        y_range: (0.0, top),
+        log_y: false,
+        marks,
+        legend,
+        note: format!(
+            "Each bar stacks the mean of each phase over the {} runs, bottom first, in the \
+             order they happened: a run's phases add up to its time to ready, so the bar is \
+             the mean time to ready (the start-up chart shows medians). isolab's container \
+             and mini VM write a time stamp as each phase ends (to the descriptor \
+             $ISOLAB_PHASE_FD names); other targets show their total in their own colour.{} \
+             From {}.",
+            set.set.runs_per_target,
+            if cut.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " Cut at the top, with their total written above: {}.",
+                    cut.join(", ")
+                )
+            },
+            set.path.display()
+        ),
+    })
+}
+
+fn footprint(c: &Collection) -> Outcome {
+    let (set, disk) = measures::disk_footprint(c)?;
+    let mib = |bytes: u64| bytes as f64 / 1048576.0;
+    let mut bars: Vec<(String, u64, Rgb)> = Vec::new();
+    // Short category names, so five or more fit side by side; the legend says what each
+    // colour is, the table under the chart has the details.
+    let untagged = |name: &str| name.trim_end_matches(":latest").to_owned();
+    for image in &disk.images {
+        bars.push((
+            untagged(&image.name),
+            image.bytes,
+            c.colour("container-image"),
+        ));
+    }
+    for container in &disk.containers {
+        let of = container
+            .image
+            .as_ref()
+            .map_or(String::new(), |i| format!(" of {}", untagged(&i.name)));
+        bars.push((
+            format!("container{of}"),
+            container.upper_bytes,
+            c.colour("container"),
+        ));
+    }
+    for vm in &disk.vms {
+        bars.push((vm.target.clone(), vm.bytes(), c.colour(&vm.target)));
+    }
+    let positive = || bars.iter().map(|b| mib(b.1)).filter(|v| *v > 0.0);
+    let lo = positive().fold(f64::INFINITY, f64::min);
+    let hi = positive().fold(0.0, f64::max);
+    if !lo.is_finite() {
+        return Err(Missing::new(
+            "disk footprint with any bytes in it",
+            "isolab measure (its footprint stage)",
+        ));
+    }
+    // The top of the axis leaves the upper quarter or so to the legend, above the tallest
+    // bar's value: that value sits at 70 % of the axis's decades.
+    let lo = lo / 4.0;
+    let hi = lo * 10f64.powf((hi * 2.0 / lo).log10() / 0.7);
+    let mut marks = Vec::new();
+    for (i, (_, bytes, rgb)) in bars.iter().enumerate() {
+        let x = i as f64;
+        let top = mib(*bytes).max(lo);
+        marks.push(Mark::Bar {
+            x0: x - 0.3,
+            x1: x + 0.3,
+            y0: lo,
+            y1: top,
+            rgb: *rgb,
+        });
+        marks.push(Mark::Text {
+            x,
+            y: top * 1.8,
+            text: measures::format_bytes(*bytes),
+        });
+    }
+    let legend = [
+        (
+            "container image: layers + metadata",
+            c.colour("container-image"),
+        ),
+        (
+            "a container's upper layer after a write",
+            c.colour("container"),
+        ),
+    ]
+    .into_iter()
+    .map(|(label, rgb)| (label.to_owned(), rgb))
+    .chain(disk.vms.iter().map(|vm| {
+        let roles: Vec<&str> = vm.files.iter().map(|(role, _)| role.as_str()).collect();
+        (
+            format!("{}: what it boots ({})", vm.target, roles.join(" + ")),
+            c.colour(&vm.target),
+        )
+    }))
+    .collect();
+    Ok(Figure {
+        name: "footprint",
+        title: "Disk footprint: container images vs what VMs boot".into(),
+        categories: bars.iter().map(|b| b.0.clone()).collect(),
+        y_categories: Vec::new(),
+        x_desc: "container image, container (its upper layer) or VM target".into(),
+        y_desc: "allocated on disk (MiB, log scale)".into(),
+        x_range: (-0.5, bars.len() as f64 - 0.5),
+        y_range: (lo, hi),
+        log_y: true,
+        marks,
+        legend,
+        note: format!(
+            "Counted as {}. Images and the container were built and run in a fresh image \
+             store; the container wrote one small file. The mini VM boots the workload ELF \
+             itself (its kernel is part of the monitor, as a container's runtime is part of \
+             isolab); the Linux VM boots the fetched kernel and an initramfs holding the \
+             workload, with no disk image.{} From {}.",
+            disk.units,
+            if disk.vms.iter().any(|v| v.target == "vm-linux") {
+                ""
+            } else {
+                " The Linux VM is missing: no kernel was fetched (isolab kernel fetch)."
+            },
             set.path.display()
         ),
     })
@@ -423,8 +642,9 @@ const MATRIX_HEADINGS: [&str; 8] = [
     "uid map",
     "host file",
 ];
-/// Longest cell text before it is cut with an ellipsis, so cells never overlap.
-const MATRIX_CELL_CHARS: usize = 13;
+/// Longest cell text (in characters, the ellipsis of a cut one included), so cells never
+/// overlap.
+const MATRIX_CELL_CHARS: usize = 12;
 
 fn isolation(c: &Collection) -> Outcome {
     let (set, rows) = measures::probes(c)?;
@@ -449,9 +669,11 @@ fn isolation(c: &Collection) -> Outcome {
                 rgb,
             });
             let text = row.cell(field);
-            let text = match text.char_indices().nth(MATRIX_CELL_CHARS) {
-                Some((cut, _)) => format!("{}…", &text[..cut]),
-                None => text,
+            let text = if text.chars().count() > MATRIX_CELL_CHARS {
+                let kept: String = text.chars().take(MATRIX_CELL_CHARS - 1).collect();
+                format!("{kept}…")
+            } else {
+                text
             };
             marks.push(Mark::Text { x, y, text });
         }

@@ -32,6 +32,21 @@ pub const FAR_MORE_MIN_KIB: f64 = 32.0 * 1024.0;
 /// uid map sends 0 to 0, i.e. no user namespace remaps it) and it keeps host root's
 /// effective capabilities (native's `cap_eff`, when native runs as uid 0).
 pub const HOST_ROOT_UID: u64 = 0;
+/// Claim 2: an image "is MB" below this many bytes on disk, and what a VM boots from "is GB"
+/// at or above it (1 GiB).
+pub const GB_BYTES: u64 = 1 << 30;
+/// Claim 9: a container's own disk (its upper layer after a write) is "near zero" when it
+/// is at most this share of the image it runs, which it would cost without copy-on-write.
+pub const COW_NEAR_ZERO_SHARE: f64 = 0.01;
+
+/// Claim 8: a daemon's crash "takes every container down" when at most this share of its
+/// containers runs and answers once the daemon is back...
+pub const DAEMON_DOWN_MAX_SHARE: f64 = 0.0;
+/// ...and a runtime or monitor is "independent" when at least this share of the instances
+/// whose own process was not killed still run, answer and can be managed.
+pub const INDEPENDENT_MIN_SHARE: f64 = 1.0;
+/// The target whose daemon the claim is about.
+pub const DAEMON_TARGET: &str = "docker";
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "verdict", content = "detail", rename_all = "snake_case")]
@@ -82,41 +97,138 @@ pub struct Claim {
 
 /// All claims, in the usual order.
 pub fn check(c: &Collection) -> Vec<Claim> {
-    let not_measured = |number, claim, missing: Missing| Claim {
-        number,
-        claim,
-        measured: String::new(),
-        commands: Vec::new(),
-        source: NO_SOURCE.to_owned(),
-        verdict: Verdict::NotMeasured(missing),
-    };
     vec![
         start_up(c),
-        not_measured(
-            2,
-            "Container images are MB, VM images are GB.",
-            measures::disk_footprint(),
-        ),
+        image_sizes(c),
         run_time(c),
         density(c),
         memory(c),
         isolation(c),
         root(c),
-        not_measured(
-            8,
-            "A daemon crash takes every container down (Docker); daemonless runtimes and \
-             per-VM monitors are independent.",
-            Missing::new(
-                "the daemon-kill experiment",
-                "not produced by this build yet",
-            ),
-        ),
-        not_measured(
-            9,
-            "Copy-on-write layers make per-container disk cost near zero.",
-            measures::disk_footprint(),
-        ),
+        blast_radius(c),
+        copy_on_write(c),
     ]
+}
+
+/// A claim computed from the footprint set, or "not measured" with what it lacks.
+fn footprint_claim(
+    c: &Collection,
+    number: u8,
+    claim: &'static str,
+    judge: impl FnOnce(&measures::DiskFootprint) -> Result<(String, Verdict), Missing>,
+) -> Claim {
+    let mut out = Claim {
+        number,
+        claim,
+        measured: String::new(),
+        commands: Vec::new(),
+        source: NO_SOURCE.to_owned(),
+        verdict: Verdict::Holds,
+    };
+    let judged = measures::disk_footprint(c).and_then(|(set, disk)| {
+        out.commands.push(set.command_line());
+        out.source = source_of("footprint set: allocated bytes on disk", set);
+        judge(&disk)
+    });
+    match judged {
+        Ok((measured, verdict)) => {
+            out.measured = measured;
+            out.verdict = verdict;
+        }
+        Err(missing) => out.verdict = Verdict::NotMeasured(missing),
+    }
+    out
+}
+
+fn image_sizes(c: &Collection) -> Claim {
+    footprint_claim(c, 2, "Container images are MB, VM images are GB.", |disk| {
+        if disk.images.is_empty() || disk.vms.is_empty() {
+            return Err(Missing::new(
+                "container images and VM boot files in the footprint set",
+                "isolab measure (its footprint stage measures both)",
+            ));
+        }
+        let largest_image = disk.images.iter().map(|i| i.bytes).max().unwrap_or(0);
+        let outcomes: Vec<(String, bool)> = disk
+            .vms
+            .iter()
+            .map(|vm| {
+                (
+                    vm.target.clone(),
+                    vm.bytes() >= GB_BYTES && largest_image < GB_BYTES,
+                )
+            })
+            .collect();
+        let images: Vec<String> = disk
+            .images
+            .iter()
+            .map(|i| format!("image {} {}", i.name, measures::format_bytes(i.bytes)))
+            .collect();
+        let vms: Vec<String> = disk
+            .vms
+            .iter()
+            .map(|vm| {
+                let roles: Vec<&str> = vm.files.iter().map(|(r, _)| r.as_str()).collect();
+                format!(
+                    "{} {} ({})",
+                    vm.target,
+                    measures::format_bytes(vm.bytes()),
+                    roles.join(" + ")
+                )
+            })
+            .collect();
+        Ok((
+            format!("{}; {} ({})", images.join(", "), vms.join(", "), disk.units),
+            aggregate(&outcomes, "the VM"),
+        ))
+    })
+}
+
+fn copy_on_write(c: &Collection) -> Claim {
+    footprint_claim(
+        c,
+        9,
+        "Copy-on-write layers make per-container disk cost near zero.",
+        |disk| {
+            let containers: Vec<(&measures::ContainerDisk, &measures::ImageDisk)> = disk
+                .containers
+                .iter()
+                .filter_map(|k| Some((k, k.image.as_ref()?)))
+                .collect();
+            if containers.is_empty() {
+                return Err(Missing::new(
+                    "a container's upper layer beside its image in the footprint set",
+                    "isolab measure (its footprint stage runs one container that writes a file)",
+                ));
+            }
+            let outcomes: Vec<(String, bool)> = containers
+                .iter()
+                .map(|(k, image)| {
+                    (
+                        format!("a container of {}", image.name),
+                        k.upper_bytes as f64 <= COW_NEAR_ZERO_SHARE * image.bytes as f64,
+                    )
+                })
+                .collect();
+            let measured: Vec<String> = containers
+                .iter()
+                .map(|(k, image)| {
+                    format!(
+                        "a container of {} wrote a file: upper layer {} beside the image's {} \
+                         ({:.2} %)",
+                        image.name,
+                        measures::format_bytes(k.upper_bytes),
+                        measures::format_bytes(image.bytes),
+                        100.0 * k.upper_bytes as f64 / image.bytes.max(1) as f64
+                    )
+                })
+                .collect();
+            Ok((
+                format!("{} ({})", measured.join("; "), disk.units),
+                aggregate(&outcomes, "what the container writes"),
+            ))
+        },
+    )
 }
 
 const NO_SOURCE: &str = "none";
@@ -303,23 +415,53 @@ fn density(c: &Collection) -> Claim {
     let Ok(fits) = plan::compute(&input, &instances) else {
         return not_measured();
     };
-    let containers_fit = fits[0].fit_by_memory;
+    // Instances a density run actually reached count too: what ran is a floor under what
+    // fits, whatever the projection says.
+    let reached: Vec<(String, u32, String)> = measures::density_costs(c)
+        .map(|(_, rows)| {
+            rows.iter()
+                .filter(|d| d.kind != Kind::Native)
+                .map(|d| (d.target.clone(), d.instances, d.stopped.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let fit = |f: &plan::Fit| {
+        reached
+            .iter()
+            .find(|(target, ..)| *target == f.per_instance.target)
+            .map_or(f.fit_by_memory, |(_, n, _)| {
+                f.fit_by_memory.max(u64::from(*n))
+            })
+    };
+    let containers_fit = fit(&fits[0]);
     let outcomes: Vec<(String, bool)> = fits[1..]
         .iter()
         .map(|f| {
             (
                 f.per_instance.target.clone(),
-                containers_fit >= THOUSANDS && f.fit_by_memory < TENS_BELOW,
+                containers_fit >= THOUSANDS && fit(f) < TENS_BELOW,
             )
         })
         .collect();
     let density_based = base_set.set.kind == crate::schema::ResultKind::Density;
+    let ran = if reached.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; reached side by side: {}",
+            reached
+                .iter()
+                .map(|(target, n, why)| format!("{target} {n} ({why})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
     Claim {
         number: 4,
         claim,
         measured: format!(
             "{} fit by memory; an idle instance costs {:.0} KiB natively plus {} on this \
-             host's {:.1} GiB ({})",
+             host's {:.1} GiB ({}){ran}",
             fits.iter()
                 .map(|f| format!("{} {}", f.per_instance.target, f.fit_by_memory))
                 .collect::<Vec<_>>()
@@ -488,6 +630,9 @@ fn root(c: &Collection) -> Claim {
     out
 }
 
+/// Claim 5, from the density run set's PSS per instance at the last step (split into the
+/// runtime's side and the instance's own where the set has it), else from the `ready` run
+/// set's median peak PSS.
 fn memory(c: &Collection) -> Claim {
     let claim = "Containers share the host kernel and use far less memory per instance.";
     let mut out = Claim {
@@ -496,41 +641,174 @@ fn memory(c: &Collection) -> Claim {
         measured: String::new(),
         commands: Vec::new(),
         source: NO_SOURCE.to_owned(),
-        verdict: Verdict::NotMeasured(both_kinds_missing("ready")),
+        verdict: Verdict::NotMeasured(Missing::new(
+            "a container and a VM target in the density (or `ready`) run set",
+            "isolab bench --workload idle --count 50 --target native,container,vm-mini",
+        )),
     };
-    let Ok((set, rows)) = measures::memory(c) else {
-        return out;
+    let (set, rows, what): (&Loaded, Vec<PssRow>, &str) = match density_pss(c) {
+        Some((set, rows)) => (
+            set,
+            rows,
+            "density run set: PSS per instance at the last step",
+        ),
+        None => {
+            let Ok((set, rows)) = measures::memory(c) else {
+                return out;
+            };
+            let rows = rows
+                .iter()
+                .map(|r| PssRow {
+                    target: r.target.clone(),
+                    kind: r.kind,
+                    kib: r.pss_kib,
+                    split: String::new(),
+                })
+                .collect();
+            (set, rows, "`ready` run set: median peak PSS")
+        }
     };
     let containers: Vec<_> = rows.iter().filter(|r| r.kind == Kind::Container).collect();
     let vms: Vec<_> = rows.iter().filter(|r| r.kind.is_vm()).collect();
     if containers.is_empty() || vms.is_empty() {
         return out;
     }
-    let heaviest = containers
-        .iter()
-        .max_by(|a, b| a.pss_kib.total_cmp(&b.pss_kib))
-        .map(|r| r.pss_kib)
-        .unwrap_or_default();
+    let heaviest = containers.iter().map(|r| r.kib).fold(0.0, f64::max);
     let outcomes: Vec<(String, bool)> = vms
         .iter()
         .map(|vm| {
             (
                 vm.target.clone(),
-                vm.pss_kib >= FAR_MORE_RATIO * heaviest
-                    && vm.pss_kib - heaviest >= FAR_MORE_MIN_KIB,
+                vm.kib >= FAR_MORE_RATIO * heaviest && vm.kib - heaviest >= FAR_MORE_MIN_KIB,
             )
         })
         .collect();
     out.measured = containers
         .iter()
         .chain(&vms)
-        .map(|r| format!("{} {:.1} MiB", r.target, r.pss_kib / 1024.0))
+        .map(|r| format!("{} {:.2} MiB{}", r.target, r.kib / 1024.0, r.split))
         .collect::<Vec<_>>()
         .join(", ")
-        + " (median peak PSS per instance; kernel sharing itself is not measured yet)";
+        + &format!(" ({what}; kernel sharing itself is not measured yet)");
     out.commands.push(set.command_line());
-    out.source = source_of("`ready` run set: median peak PSS", set);
+    out.source = source_of(what, set);
     out.verdict = aggregate(&outcomes, "the VM");
+    out
+}
+
+/// One target's memory per instance for claim 5.
+struct PssRow {
+    target: String,
+    kind: Kind,
+    /// PSS per instance, KiB.
+    kib: f64,
+    /// The runtime's and the instance's sides, in words, or empty.
+    split: String,
+}
+
+/// Per target of the density set: PSS per instance at the last step, and its split.
+fn density_pss(c: &Collection) -> Option<(&Loaded, Vec<PssRow>)> {
+    let set = c.density()?;
+    let rows: Vec<_> = set
+        .set
+        .targets
+        .iter()
+        .filter_map(|t| {
+            let last = t.density.as_ref()?.steps.last()?;
+            let each = |kib: u64| kib as f64 / f64::from(last.running.max(1));
+            let split = match (last.runtime_pss_kib, last.instance_pss_kib) {
+                (Some(runtime), Some(instance)) => format!(
+                    " (runtime {:.2}, instance {:.2})",
+                    each(runtime) / 1024.0,
+                    each(instance) / 1024.0
+                ),
+                _ => String::new(),
+            };
+            Some(PssRow {
+                target: t.name.clone(),
+                kind: Kind::of(&t.name),
+                kib: each(last.pss_sum_kib),
+                split,
+            })
+        })
+        .collect();
+    (!rows.is_empty()).then_some((set, rows))
+}
+
+/// Claim 8, from the daemon-kill experiment: what killing dockerd and containerd did to
+/// Docker's containers, and what killing one supervisor or monitor did to the instances
+/// around it.
+fn blast_radius(c: &Collection) -> Claim {
+    let claim = "A daemon crash takes every container down (Docker); daemonless runtimes and \
+                 per-VM monitors are independent.";
+    let how = "isolab bench --experiment daemon-kill (docker, podman and runc installed)";
+    let mut out = Claim {
+        number: 8,
+        claim,
+        measured: String::new(),
+        commands: Vec::new(),
+        source: NO_SOURCE.to_owned(),
+        verdict: Verdict::NotMeasured(Missing::new("the daemon-kill experiment", how)),
+    };
+    let Some((set, blast)) = c.sets.iter().find_map(|l| {
+        (l.set.kind == crate::schema::ResultKind::BlastRadius)
+            .then_some(l)
+            .zip(l.set.blast_radius.as_ref())
+    }) else {
+        return out;
+    };
+    let outcomes: Vec<(String, bool)> = blast
+        .kinds
+        .iter()
+        .filter(|k| k.instances > 0)
+        .map(|k| {
+            let kept = k.running_after_restore.min(k.answered);
+            let holds = if k.target == DAEMON_TARGET {
+                f64::from(kept) <= DAEMON_DOWN_MAX_SHARE * f64::from(k.instances)
+            } else {
+                let spared = k.instances - k.hit.min(k.instances);
+                spared > 0
+                    && f64::from(kept.min(k.managed)) >= INDEPENDENT_MIN_SHARE * f64::from(spared)
+            };
+            (k.target.clone(), holds)
+        })
+        .collect();
+    out.measured = blast
+        .kinds
+        .iter()
+        .map(|k| {
+            format!(
+                "{}: {} killed, {} of {} running afterwards, {} after the restart, {} answer, \
+                 {} managed",
+                k.target,
+                k.killed.as_deref().unwrap_or("nothing of its own"),
+                k.running_after_kill,
+                k.instances,
+                k.running_after_restore,
+                k.answered,
+                k.managed
+            )
+        })
+        .chain(
+            blast
+                .skipped
+                .iter()
+                .map(|s| format!("{} skipped: {}", s.target, s.reason)),
+        )
+        .collect::<Vec<_>>()
+        .join("; ");
+    out.commands.push(set.command_line());
+    out.source = source_of("daemon-kill run set: survivors", set);
+    out.verdict = if !blast.kinds.iter().any(|k| k.target == DAEMON_TARGET) {
+        Verdict::NotMeasured(Missing::new(
+            format!("{DAEMON_TARGET} in the daemon-kill experiment"),
+            how,
+        ))
+    } else if outcomes.is_empty() {
+        Verdict::NotMeasured(Missing::new("instances in the daemon-kill experiment", how))
+    } else {
+        aggregate(&outcomes, "the runtime")
+    };
     out
 }
 
@@ -628,6 +906,40 @@ mod tests {
         );
     }
 
+    #[test]
+    fn claims_2_and_9_come_from_the_footprint_set_and_flip_with_it() {
+        let mut c = fixture(&["ready.json", "footprint.json"]);
+        let claims = check(&c);
+        // The mini VM boots a 1.3 MiB program: no VM here is GB.
+        assert_eq!(claims[1].verdict, Verdict::DoesNotHold, "{:?}", claims[1]);
+        assert!(claims[1].measured.contains("vm-mini 1.3 MiB (program)"));
+        assert!(claims[1].source.contains("footprint.json"));
+        // 8 KiB of upper layer beside a 2.9 MiB image.
+        assert_eq!(claims[8].verdict, Verdict::Holds, "{:?}", claims[8]);
+        assert!(claims[8].measured.contains("upper layer 8.0 KiB"));
+
+        let footprint = c.sets[1].set.footprint.as_mut().unwrap();
+        footprint.vm_files.push(crate::schema::FootprintFile {
+            target: "vm-linux".into(),
+            role: "disk image".into(),
+            path: "/var/lib/vm/debian.qcow2".into(),
+            bytes: 2 << 30,
+        });
+        footprint.containers[0].upper_bytes = 100 << 20;
+        let claims = check(&c);
+        assert_eq!(claims[1].verdict.class(), "depends", "{:?}", claims[1]);
+        assert!(claims[1].verdict.to_string().contains("holds for vm-linux"));
+        assert_eq!(claims[8].verdict, Verdict::DoesNotHold, "{:?}", claims[8]);
+
+        let footprint = c.sets[1].set.footprint.as_mut().unwrap();
+        footprint.vm_files.retain(|f| f.target == "vm-linux");
+        footprint.containers.clear();
+        let claims = check(&c);
+        assert_eq!(claims[1].verdict, Verdict::Holds, "{:?}", claims[1]);
+        assert_eq!(claims[8].verdict.class(), "not-measured");
+        assert!(claims[8].verdict.to_string().contains("isolab measure"));
+    }
+
     /// Applies `edit` to the figures (probe) or density section of `target` in the set of
     /// `mode`.
     fn edit_target(
@@ -698,6 +1010,127 @@ mod tests {
                 .verdict
                 .to_string()
                 .contains("holds for container")
+        );
+    }
+
+    fn with_blast(names: &[&str]) -> Collection {
+        let mut all: Vec<&str> = names.to_vec();
+        all.push("blast.json");
+        fixture(&all)
+    }
+
+    /// The docker kind of the daemon-kill set in `c`.
+    fn docker(c: &mut Collection) -> &mut crate::schema::BlastKind {
+        c.sets
+            .iter_mut()
+            .find_map(|l| l.set.blast_radius.as_mut())
+            .and_then(|b| b.kinds.iter_mut().find(|k| k.target == "docker"))
+            .unwrap()
+    }
+
+    #[test]
+    fn claim_8_comes_from_the_daemon_kill_set() {
+        let c = with_blast(&["ready.json"]);
+        let eight = &check(&c)[7];
+        assert_eq!(eight.number, 8);
+        // A real run: Docker's containers outlived dockerd and containerd, then the
+        // restarted dockerd stopped them all; runc, podman (one conmon killed), the isolab
+        // containers and the mini VMs around the killed supervisor and monitor went on.
+        assert_eq!(eight.verdict.class(), "holds", "{eight:?}");
+        assert!(
+            eight
+                .measured
+                .contains("docker: dockerd and containerd killed, 3 of 3 running afterwards, 0 after the restart"),
+            "{eight:?}"
+        );
+        assert!(
+            eight
+                .measured
+                .contains("runc: nothing of its own killed, 3 of 3")
+        );
+        assert!(eight.source.starts_with("daemon-kill run set"));
+        // Without the set at all.
+        assert_eq!(
+            check(&fixture(&["ready.json"]))[7].verdict.class(),
+            "not-measured"
+        );
+    }
+
+    #[test]
+    fn claim_8_flips_when_the_data_flip() {
+        // Containers that outlive their daemon's restart (live-restore).
+        let mut c = with_blast(&["ready.json"]);
+        let d = docker(&mut c);
+        (d.running_after_restore, d.answered, d.managed) = (3, 3, 3);
+        let eight = &check(&c)[7];
+        assert_eq!(eight.verdict.class(), "depends", "{eight:?}");
+        assert!(eight.verdict.to_string().contains("not for docker"));
+        // A runc container that died with nothing of its own killed: not independent.
+        let mut c = with_blast(&["ready.json"]);
+        let blast = c
+            .sets
+            .iter_mut()
+            .find_map(|l| l.set.blast_radius.as_mut())
+            .unwrap();
+        let runc = blast.kinds.iter_mut().find(|k| k.target == "runc").unwrap();
+        (runc.running_after_restore, runc.answered) = (2, 2);
+        let eight = &check(&c)[7];
+        assert_eq!(eight.verdict.class(), "depends", "{eight:?}");
+        assert!(eight.verdict.to_string().contains("not for runc"));
+        // Docker skipped: what the claim is about is missing.
+        let mut c = with_blast(&["ready.json"]);
+        let blast = c
+            .sets
+            .iter_mut()
+            .find_map(|l| l.set.blast_radius.as_mut())
+            .unwrap();
+        blast.kinds.retain(|k| k.target != "docker");
+        let eight = &check(&c)[7];
+        assert_eq!(eight.verdict.class(), "not-measured", "{eight:?}");
+        assert!(eight.verdict.to_string().contains("docker"), "{eight:?}");
+    }
+
+    #[test]
+    fn claim_5_uses_density_pss_per_instance_and_flips_with_it() {
+        let mut c = fixture(&FULL_FIXTURES);
+        let five = &check(&c)[4];
+        assert!(five.source.starts_with("density run set"), "{five:?}");
+        // ~3.1 MiB per vm-mini against ~0.7 MiB per container: not "far more".
+        assert_eq!(five.verdict.class(), "does-not-hold", "{five:?}");
+        edit_target(&mut c, "idle", "vm-mini", |t| {
+            for step in &mut t.density.as_mut().unwrap().steps {
+                step.pss_sum_kib = u64::from(step.running) * 128 * 1024;
+                step.runtime_pss_kib = Some(u64::from(step.running) * 2048);
+                step.instance_pss_kib = Some(u64::from(step.running) * 126 * 1024);
+            }
+        });
+        let five = &check(&c)[4];
+        assert_eq!(five.verdict.class(), "holds", "{five:?}");
+        assert!(
+            five.measured
+                .contains("vm-mini 128.00 MiB (runtime 2.00, instance 126.00)")
+        );
+    }
+
+    #[test]
+    fn claim_4_counts_the_instances_a_density_run_reached() {
+        let mut c = fixture(&FULL_FIXTURES);
+        // 1200 containers and 150 VMs ran side by side: not "only tens" of VMs, whatever
+        // the memory projection says.
+        edit_target(&mut c, "idle", "vm-mini", |t| {
+            let d = t.density.as_mut().unwrap();
+            for step in &mut d.steps {
+                step.host_used_kib = i64::from(step.running) * 512 * 1024;
+            }
+            d.steps.last_mut().unwrap().running = 150;
+            d.stop_reason = Some(crate::schema::StopReason::MemoryReserve);
+        });
+        let four = &check(&c)[3];
+        assert_eq!(four.verdict.class(), "does-not-hold", "{four:?}");
+        assert!(
+            four.measured
+                .contains("vm-mini 150 (memory reserve reached)"),
+            "{four:?}"
         );
     }
 }

@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use crate::analysis::{Collection, Kind, Loaded, samples};
+use crate::schema::StopReason;
 use crate::stats::{bootstrap_ratio_ci, median};
 
 /// Something a report cannot show, and how to get it.
@@ -119,18 +120,14 @@ pub enum Better {
 
 /// The run-time modes and the figure that measures each: what the overhead chart and claim 3
 /// compare against native.
-pub const RUNTIME_MODES: [(&str, &str, Better); 4] = [
+pub const RUNTIME_MODES: [(&str, &str, Better); 5] = [
     ("cpu", "figures.elapsed_ns", Better::Lower),
     ("mem", "figures.ns_per_page", Better::Lower),
     ("syscall", "figures.ns_per_call", Better::Lower),
     ("io", "figures.write_mb_s", Better::Higher),
+    // TCP round trip between two of the target's kind (two containers on the bridge).
+    ("net", "figures.rtt_median_ns", Better::Lower),
 ];
-
-/// Run-time modes the workload has no mode for yet.
-pub const UNMEASURED_MODES: [(&str, &str); 1] = [(
-    "net",
-    "a network workload mode (isolab-workload has none yet)",
-)];
 
 /// One target's run-time cost relative to native in one mode.
 #[derive(Debug, Clone)]
@@ -196,11 +193,6 @@ pub fn overheads(c: &Collection) -> (Vec<Overhead>, Vec<Missing>) {
             });
         }
     }
-    missing.extend(
-        UNMEASURED_MODES
-            .iter()
-            .map(|(mode, how)| Missing::new(format!("`{mode}` run-time overhead"), *how)),
-    );
     (rows, missing)
 }
 
@@ -221,6 +213,20 @@ pub struct DensityCost {
     /// use less than the instances' own pages, so the rest of the host's noise won).
     pub per_instance_kib: f64,
     pub basis: &'static str,
+    /// Instances asked for, when the set says.
+    pub requested: Option<u32>,
+    /// Why the run stopped growing, in words (`completed`, `start failed: ...`).
+    pub stopped: String,
+    /// Host memory used at the last step over the instances running then, KiB.
+    pub average_kib: f64,
+    /// Marginal PSS per instance of the runtime's side and of the instance's own (workload,
+    /// guest RAM), KiB; `None` in sets that do not split PSS.
+    pub runtime_slope_kib: Option<f64>,
+    pub instance_slope_kib: Option<f64>,
+    /// Milliseconds per instance to start the first step and the last: whether starting
+    /// slows down as the count grows.
+    pub start_ms_first: f64,
+    pub start_ms_last: f64,
 }
 
 /// Least-squares slope of `points`, the origin included: both series are 0 before the
@@ -260,6 +266,16 @@ pub fn density_costs(c: &Collection) -> Result<(&Loaded, Vec<DensityCost>), Miss
             };
             let host_slope_kib = series(&|s| s.host_used_kib as f64);
             let pss_slope_kib = series(&|s| s.pss_sum_kib as f64);
+            let split = |side: fn(&crate::schema::DensityStep) -> Option<u64>| {
+                d.steps
+                    .iter()
+                    .all(|s| side(s).is_some())
+                    .then(|| series(&|s| side(s).unwrap_or(0) as f64))
+            };
+            let per_start = |s: &crate::schema::DensityStep| {
+                s.ready_ns as f64 / 1e6 / f64::from(s.started.max(1))
+            };
+            let first = d.steps.first()?;
             let (per_instance_kib, basis) = if host_slope_kib >= pss_slope_kib {
                 (host_slope_kib, "host memory slope")
             } else {
@@ -276,6 +292,20 @@ pub fn density_costs(c: &Collection) -> Result<(&Loaded, Vec<DensityCost>), Miss
                 pss_slope_kib,
                 per_instance_kib,
                 basis,
+                requested: d.requested,
+                stopped: match (d.stop_reason, &d.stop_detail) {
+                    (Some(StopReason::StartFailed), Some(detail)) => {
+                        format!("start failed: {detail}")
+                    }
+                    (Some(StopReason::MemoryReserve), _) => "memory reserve reached".to_owned(),
+                    (Some(StopReason::StartFailed), None) => "start failed".to_owned(),
+                    (Some(StopReason::Completed) | None, _) => "completed".to_owned(),
+                },
+                average_kib: last.host_used_kib as f64 / f64::from(last.running.max(1)),
+                runtime_slope_kib: split(|s| s.runtime_pss_kib),
+                instance_slope_kib: split(|s| s.instance_pss_kib),
+                start_ms_first: per_start(first),
+                start_ms_last: per_start(last),
             })
         })
         .collect();
@@ -412,21 +442,221 @@ pub fn probes(c: &Collection) -> Result<(&Loaded, Vec<ProbeRow>), Missing> {
     Ok((set, rows))
 }
 
-/// Start-up phases: the harness times spawn to ready only; `--explain` prints each phase's
-/// time stamps on stderr but no result file records them yet.
-pub fn start_up_phases() -> Missing {
-    Missing::new(
-        "start-up phases (namespaces, mounts, cgroup, exec; VM: monitor set-up, kernel boot, init)",
-        "`isolab run --explain --rootfs DIR -- CMD` and `isolab vm run --guest mini --explain \
-         --workload ready` print them; the harness does not record them in results yet",
-    )
+/// The start-up phases targets record (see [`crate::schema::PhaseTime`]), in the order they
+/// are listed in legends and tables, with what each covers.
+pub const PHASES: [(&str, &str); 9] = [
+    (
+        "launch",
+        "launch: exec of isolab, options (and an image's overlay)",
+    ),
+    ("prepare", "prepare: rootfs check, plan, seccomp BPF"),
+    ("monitor", "monitor set-up: KVM VM, guest memory, vCPU"),
+    ("namespaces", "namespaces: clone3 into new namespaces"),
+    ("boot", "guest start to its first system call"),
+    ("cgroup", "cgroup: create, join, cgroup namespace"),
+    ("mounts", "mounts and pivot_root"),
+    ("confine", "capabilities, no_new_privs, seccomp"),
+    (
+        "ready",
+        "to ready: exec or program start until ISOLAB-READY is read",
+    ),
+];
+/// The one segment of a target that records no phases: its whole time to ready.
+pub const TOTAL_PHASE: &str = "total";
+
+/// What a phase covers, for legends and tables; unknown names stand for themselves.
+pub fn phase_label(name: &str) -> &str {
+    PHASES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(name, |(_, label)| label)
 }
 
-pub fn disk_footprint() -> Missing {
-    Missing::new(
-        "disk footprint (image layers; kernel + initramfs + disk image)",
-        "a footprint section in the results schema (not produced by this build yet)",
-    )
+/// One target's start-up, phase by phase: the mean of each phase over the runs of the
+/// `ready` set, in the order they happened; a target that records no phases has one
+/// [`TOTAL_PHASE`], its mean time to ready. Means, unlike medians, add up: the phases of a
+/// run add up to its time to ready, so their means add up to the mean time to ready.
+#[derive(Debug, Clone)]
+pub struct StartupPhases {
+    pub target: String,
+    /// Whether the target recorded its phases.
+    pub recorded: bool,
+    /// (phase, mean ms).
+    pub phases: Vec<(String, f64)>,
+    pub mean_ready_ms: f64,
+    pub median_ready_ms: f64,
+}
+
+impl StartupPhases {
+    pub fn sum_ms(&self) -> f64 {
+        self.phases.iter().map(|(_, ms)| ms).sum()
+    }
+}
+
+/// Start-up phases per target from the `ready` run set; missing when no target there
+/// recorded any.
+pub fn start_up_phases(c: &Collection) -> Result<(&Loaded, Vec<StartupPhases>), Missing> {
+    let set = c.mode("ready").ok_or_else(|| Missing::mode("ready"))?;
+    let rows: Vec<StartupPhases> = set
+        .set
+        .targets
+        .iter()
+        .filter_map(|t| {
+            let ready = t.stats.get("ready_ns")?;
+            let mut names: Vec<&str> = Vec::new();
+            for phase in t.runs.iter().flat_map(|r| r.phases.iter().flatten()) {
+                if !names.contains(&phase.name.as_str()) {
+                    names.push(&phase.name);
+                }
+            }
+            let phases: Vec<(String, f64)> = names
+                .iter()
+                .map(|name| {
+                    let values: Vec<f64> = t
+                        .runs
+                        .iter()
+                        .map(|r| {
+                            r.phases
+                                .iter()
+                                .flatten()
+                                .filter(|p| p.name == *name)
+                                .map(|p| p.ns as f64 / 1e6)
+                                .sum::<f64>()
+                        })
+                        .collect();
+                    let mean = values.iter().sum::<f64>() / values.len().max(1) as f64;
+                    ((*name).to_owned(), mean)
+                })
+                .collect();
+            Some(StartupPhases {
+                target: t.name.clone(),
+                recorded: !phases.is_empty(),
+                phases: if phases.is_empty() {
+                    vec![(TOTAL_PHASE.to_owned(), ready.mean / 1e6)]
+                } else {
+                    phases
+                },
+                mean_ready_ms: ready.mean / 1e6,
+                median_ready_ms: ready.median / 1e6,
+            })
+        })
+        .collect();
+    if !rows.iter().any(|r| r.recorded) {
+        return Err(Missing::new(
+            "start-up phases (no target of the `ready` run set recorded them)",
+            "isolab bench --workload ready --target native,container,vm-mini (isolab's \
+             container and mini VM record their phases)",
+        ));
+    }
+    Ok((set, rows))
+}
+
+/// A container image on disk: its layers (unpacked and blob) and metadata.
+#[derive(Debug, Clone)]
+pub struct ImageDisk {
+    /// Its first name, else the start of its id.
+    pub name: String,
+    pub bytes: u64,
+}
+
+/// A container's own disk: its upper layer, beside the image it runs.
+#[derive(Debug, Clone)]
+pub struct ContainerDisk {
+    pub id: String,
+    pub upper_bytes: u64,
+    /// The image it runs, when the footprint set has it.
+    pub image: Option<ImageDisk>,
+}
+
+/// What a VM target boots from, file by file.
+#[derive(Debug, Clone)]
+pub struct VmDisk {
+    pub target: String,
+    /// (role, bytes), e.g. ("kernel", ...), ("initramfs", ...).
+    pub files: Vec<(String, u64)>,
+}
+
+impl VmDisk {
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|(_, b)| b).sum()
+    }
+}
+
+/// Bytes on disk of container images, containers and VM targets, as counted by the
+/// footprint set (allocated blocks, see its `units`).
+#[derive(Debug, Clone)]
+pub struct DiskFootprint {
+    pub units: String,
+    pub images: Vec<ImageDisk>,
+    pub containers: Vec<ContainerDisk>,
+    pub vms: Vec<VmDisk>,
+}
+
+/// The disk footprint from the footprint set.
+pub fn disk_footprint(c: &Collection) -> Result<(&Loaded, DiskFootprint), Missing> {
+    let missing = || {
+        Missing::new(
+            "disk footprint (image layers; kernel + initramfs + disk image)",
+            "isolab measure (its footprint stage), or isolab image du --results FILE for the \
+             image store alone",
+        )
+    };
+    let set = c.footprint().ok_or_else(missing)?;
+    let f = set.set.footprint.as_ref().ok_or_else(missing)?;
+    let image = |id: &str| {
+        f.images.iter().find(|i| i.id == id).map(|i| ImageDisk {
+            name: i
+                .names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| i.id.chars().take(12).collect()),
+            bytes: i.total_bytes,
+        })
+    };
+    let mut vms: Vec<VmDisk> = Vec::new();
+    for file in &f.vm_files {
+        let entry = (file.role.clone(), file.bytes);
+        match vms.iter_mut().find(|v| v.target == file.target) {
+            Some(vm) => vm.files.push(entry),
+            None => vms.push(VmDisk {
+                target: file.target.clone(),
+                files: vec![entry],
+            }),
+        }
+    }
+    Ok((
+        set,
+        DiskFootprint {
+            units: f.units.clone(),
+            images: f.images.iter().filter_map(|i| image(&i.id)).collect(),
+            containers: f
+                .containers
+                .iter()
+                .map(|k| ContainerDisk {
+                    id: k.id.clone(),
+                    upper_bytes: k.upper_bytes,
+                    image: k.image.as_deref().and_then(image),
+                })
+                .collect(),
+            vms,
+        },
+    ))
+}
+
+/// Bytes in the largest unit that keeps them at or above 1 (B, KiB, MiB, GiB).
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 pub fn density() -> Missing {
@@ -475,12 +705,65 @@ mod tests {
         let what: Vec<&str> = missing.iter().map(|m| m.what.as_str()).collect();
         assert_eq!(
             what,
-            [
-                "the `mem` run set",
-                "the `io` run set",
-                "`net` run-time overhead"
-            ]
+            ["the `mem` run set", "the `io` run set", "the `net` run set"]
         );
+    }
+
+    #[test]
+    fn phases_come_from_the_targets_that_record_them_and_totals_from_the_rest() {
+        let c = fixture(&["ready-phases.json"]);
+        let (_, rows) = start_up_phases(&c).unwrap();
+        let container = rows.iter().find(|r| r.target == "container").unwrap();
+        assert!(container.recorded);
+        let names: Vec<&str> = container.phases.iter().map(|(n, _)| n.as_str()).collect();
+        for phase in [
+            "launch",
+            "namespaces",
+            "mounts",
+            "cgroup",
+            "confine",
+            "ready",
+        ] {
+            assert!(names.contains(&phase), "{phase} missing from {names:?}");
+        }
+        // Each run's phases add up to its time to ready, so their means to the mean.
+        for run in &c.mode("ready").unwrap().target("container").unwrap().runs {
+            let phases = run.phases.as_ref().unwrap();
+            assert_eq!(
+                phases.iter().map(|p| p.ns).sum::<u64>(),
+                run.ready_ns.unwrap()
+            );
+        }
+        assert!((container.sum_ms() - container.mean_ready_ms).abs() < 1e-6);
+        let vm = rows.iter().find(|r| r.target == "vm-mini").unwrap();
+        assert_eq!(vm.phases[1].0, "monitor");
+        let runc = rows.iter().find(|r| r.target == "runc").unwrap();
+        assert!(!runc.recorded);
+        assert_eq!(runc.phases, [(TOTAL_PHASE.to_owned(), runc.mean_ready_ms)]);
+        // Without any recorded phase the breakdown is missing, and says how to get it.
+        let err = start_up_phases(&fixture(&["ready.json"])).unwrap_err();
+        assert!(
+            err.how.contains("--target native,container,vm-mini"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn footprint_items_from_the_fixture() {
+        let c = fixture(&["ready.json", "footprint.json"]);
+        let (set, disk) = disk_footprint(&c).unwrap();
+        assert!(set.path.ends_with("footprint.json"));
+        assert!(disk.units.contains("st_blocks"));
+        let names: Vec<&str> = disk.images.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["scratch-workload:latest", "busybox:latest"]);
+        let container = &disk.containers[0];
+        assert_eq!(container.image.as_ref().unwrap().name, "busybox:latest");
+        assert!(container.upper_bytes > 0);
+        assert_eq!(disk.vms[0].target, "vm-mini");
+        assert_eq!(disk.vms[0].files[0].0, "program");
+        assert!(disk_footprint(&fixture(&["ready.json"])).is_err());
+        assert_eq!(format_bytes(512), "512 B");
+        assert_eq!(format_bytes(3 << 20), "3.0 MiB");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::analysis::{Collection, LoadError};
 use crate::charts::{self, ChartError};
 use crate::claims::{self, Claim};
+use crate::measures;
 use crate::plan::{self, Plan, PlanError, PlanInput};
 use crate::table;
 
@@ -69,17 +70,21 @@ pub fn write(paths: &[PathBuf], out: &Path) -> Result<Vec<PathBuf>, ReportError>
                 let svg = figure.write(out)?;
                 files.push(out.join(format!("{}.svg", figure.name)));
                 files.push(out.join(format!("{}.png", figure.name)));
+                let table = chart_table(figure.name, &c);
                 let _ = writeln!(
                     html_charts,
-                    "<section><h3>{}</h3>{}<p class=\"note\">{}</p></section>",
+                    "<section><h3>{}</h3>{}<p class=\"note\">{}</p>{}</section>",
                     esc(title),
                     strip_xml_declaration(&svg),
-                    esc(&figure.note)
+                    esc(&figure.note),
+                    table.as_ref().map_or(String::new(), |t| html_table(t, &[]))
                 );
                 let _ = write!(
                     md_charts,
-                    "### {title}\n\n![{title}]({}.png)\n\n{}\n\n",
-                    figure.name, figure.note
+                    "### {title}\n\n![{title}]({}.png)\n\n{}\n\n{}",
+                    figure.name,
+                    figure.note,
+                    table.as_ref().map_or(String::new(), |t| md_table(t) + "\n")
                 );
             }
             Err(missing) => {
@@ -193,10 +198,143 @@ fn claim_rows(claims: &[Claim]) -> Rows {
     rows
 }
 
+/// The figures a chart draws, as a table under it, for the charts whose values a reader
+/// wants to read off exactly.
+fn chart_table(chart: &str, c: &Collection) -> Option<Rows> {
+    match chart {
+        "phases" => phase_rows(c),
+        "footprint" => footprint_rows(c),
+        "density" => density_rows(c),
+        _ => None,
+    }
+}
+
+/// Per target of the density set: instances reached and why it stopped, memory per
+/// instance (marginal and average; PSS of the runtime's side and the instance's own) and
+/// start time per instance as the count grew.
+fn density_rows(c: &Collection) -> Option<Rows> {
+    let (_, costs) = measures::density_costs(c).ok()?;
+    let kib = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0}"));
+    let mut rows = vec![
+        [
+            "target",
+            "reached",
+            "stopped",
+            "marginal KiB",
+            "average KiB",
+            "runtime PSS KiB",
+            "instance PSS KiB",
+            "start ms/instance (first → last step)",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    for d in &costs {
+        rows.push(vec![
+            d.target.clone(),
+            match d.requested {
+                Some(asked) => format!("{} of {asked}", d.instances),
+                None => d.instances.to_string(),
+            },
+            d.stopped.clone(),
+            format!("{:.0}", d.per_instance_kib),
+            format!("{:.0}", d.average_kib),
+            kib(d.runtime_slope_kib),
+            kib(d.instance_slope_kib),
+            format!("{:.2} → {:.2}", d.start_ms_first, d.start_ms_last),
+        ]);
+    }
+    Some(rows)
+}
+
+/// Every measured item of the footprint, in bytes and readable units.
+fn footprint_rows(c: &Collection) -> Option<Rows> {
+    let (_, disk) = measures::disk_footprint(c).ok()?;
+    let row = |what: String, detail: String, bytes: u64| {
+        vec![
+            what,
+            detail,
+            bytes.to_string(),
+            measures::format_bytes(bytes),
+        ]
+    };
+    let mut rows = vec![vec![
+        "what".to_owned(),
+        "made of".to_owned(),
+        "bytes".to_owned(),
+        "size".to_owned(),
+    ]];
+    for image in &disk.images {
+        rows.push(row(
+            format!("image {}", image.name),
+            "layers (unpacked and blob) + metadata".to_owned(),
+            image.bytes,
+        ));
+    }
+    for k in &disk.containers {
+        rows.push(row(
+            format!("container {}", k.id),
+            format!(
+                "its upper layer{}",
+                k.image
+                    .as_ref()
+                    .map_or(String::new(), |i| format!(" over image {}", i.name))
+            ),
+            k.upper_bytes,
+        ));
+    }
+    for vm in &disk.vms {
+        for (role, bytes) in &vm.files {
+            rows.push(row(vm.target.clone(), role.clone(), *bytes));
+        }
+    }
+    Some(rows)
+}
+
+/// Mean of each start-up phase per target (ms), their sum (the mean time to ready) and the
+/// median time to ready.
+fn phase_rows(c: &Collection) -> Option<Rows> {
+    let (_, rows) = measures::start_up_phases(c).ok()?;
+    let names: Vec<&str> = measures::PHASES
+        .iter()
+        .map(|(name, _)| *name)
+        .chain([measures::TOTAL_PHASE])
+        .filter(|name| rows.iter().any(|r| r.phases.iter().any(|(n, _)| n == name)))
+        .collect();
+    let mut table = vec![
+        std::iter::once("target".to_owned())
+            .chain(names.iter().map(|n| format!("{n} (ms)")))
+            .chain([
+                "sum = mean ready (ms)".to_owned(),
+                "median ready (ms)".to_owned(),
+            ])
+            .collect::<Vec<_>>(),
+    ];
+    for row in &rows {
+        let cells = names.iter().map(|name| {
+            row.phases
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or("-".to_owned(), |(_, ms)| format!("{ms:.3}"))
+        });
+        table.push(
+            std::iter::once(row.target.clone())
+                .chain(cells)
+                .chain([
+                    format!("{:.3}", row.sum_ms()),
+                    format!("{:.3}", row.median_ready_ms),
+                ])
+                .collect(),
+        );
+    }
+    Some(table)
+}
+
 /// Each run set's own summary table (the one `isolab bench` prints).
 fn result_tables(c: &Collection) -> Vec<(String, String)> {
     c.sets
         .iter()
+        .filter(|l| l.set.footprint.is_none())
         .map(|l| {
             (
                 format!("workload `{}`", l.set.workload.mode),
@@ -384,7 +522,49 @@ mod tests {
         assert!(cell(6, 5).contains("probe.json"), "{}", cell(6, 5));
         assert_eq!(cell(6, 6), "holds");
         assert!(text.contains("not measured: start-up phases"));
-        assert!(text.contains("isolab run --explain"));
+        assert!(text.contains("record their phases"));
+    }
+
+    #[test]
+    fn phases_and_footprint_sets_add_their_charts_tables_and_claims() {
+        let out = tempfile::tempdir().unwrap();
+        let mut names = ALL_FIXTURES.to_vec();
+        names.extend(["ready-phases.json", "footprint.json"]);
+        write(&fixtures(&names), out.path()).unwrap();
+        for chart in ["phases", "footprint"] {
+            let png = fs::read(out.path().join(format!("{chart}.png"))).unwrap();
+            assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{chart}");
+        }
+        let text = fs::read_to_string(out.path().join("report.html")).unwrap();
+        let doc = scraper::Html::parse_document(&text);
+        assert!(doc.errors.is_empty(), "{:?}", doc.errors);
+        let select = |css: &str| scraper::Selector::parse(css).unwrap();
+        let headings: Vec<String> = doc
+            .select(&select("section table th"))
+            .map(|th| th.text().collect())
+            .collect();
+        for heading in [
+            "namespaces (ms)",
+            "total (ms)",
+            "median ready (ms)",
+            "bytes",
+        ] {
+            assert!(
+                headings.iter().any(|h| h == heading),
+                "{heading}: {headings:?}"
+            );
+        }
+        let claims: Vec<String> = doc
+            .select(&select("#claims + table tbody tr"))
+            .map(|row| row.value().attr("class").unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(claims[1], "does-not-hold");
+        assert_eq!(claims[8], "holds");
+        // The ready set with phases is newer than ready.json, which it supersedes.
+        assert!(text.contains("superseded"), "{text}");
+        let md = fs::read_to_string(out.path().join("summary.md")).unwrap();
+        assert!(md.contains("![Disk footprint](footprint.png)"));
+        assert!(md.contains("| image busybox:latest |"), "{md}");
     }
 
     #[test]

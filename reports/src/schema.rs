@@ -16,7 +16,8 @@ use serde_json::{Number, Value};
 /// - 1: bench results.
 /// - 2: `kind: density` result sets, with [`TargetResult::density`].
 /// - 3: `kind: footprint` result sets, with [`ResultSet::footprint`]. A pure addition, so
-///   version 2 files are still read (as sets without a footprint).
+///   version 2 files are still read (as sets without a footprint). Optional within 3, absent
+///   from older files: [`RunRecord::phases`] and [`Footprint::vm_files`].
 pub const SCHEMA_VERSION: u32 = 3;
 /// The oldest version this build still reads.
 pub const OLDEST_READABLE_VERSION: u32 = 2;
@@ -76,6 +77,10 @@ pub enum ResultKind {
     /// Bytes on disk of the image store (`isolab image du --results`): no runs, only
     /// [`ResultSet::footprint`].
     Footprint,
+    /// Instances of every kind running side by side while a daemon, a supervisor and a
+    /// monitor are killed (`isolab bench --experiment daemon-kill`): each instance is one of
+    /// its target's `runs`, and [`ResultSet::blast_radius`] counts the survivors.
+    BlastRadius,
 }
 
 /// One run set: every target measured with the same workload bytes on one host.
@@ -95,6 +100,54 @@ pub struct ResultSet {
     /// Disk footprint of container images; present only in `kind: footprint` sets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub footprint: Option<Footprint>,
+    /// What the kills took down; present only in `kind: blast_radius` sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blast_radius: Option<BlastRadius>,
+}
+
+/// What SIGKILLing one runtime process (a daemon, a container's supervisor, a VM's monitor)
+/// did to the instances running beside it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlastRadius {
+    /// Every process killed, in order, e.g. `dockerd (pid 812)`.
+    pub killed: Vec<String>,
+    /// Daemons started again afterwards, e.g. `dockerd (pid 907)`.
+    pub restored: Vec<String>,
+    /// Nanoseconds waited after the kills before the survivors were counted.
+    pub settle_ns: u64,
+    pub kinds: Vec<BlastKind>,
+    /// Targets asked for or known that were not measured, and why (a peer not installed).
+    pub skipped: Vec<BlastSkipped>,
+}
+
+/// One kind of instance in the daemon-kill experiment. An instance is *running* when its
+/// workload process still exists, *answers* when the workload `ready` mode, run in it
+/// through its manager (`exec`; a VM: the guest handling SIGTERM and printing its final
+/// line), prints `ISOLAB-READY`, and is *managed* when its manager still lists it and can
+/// stop and remove it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlastKind {
+    pub target: String,
+    pub instances: u32,
+    /// What was SIGKILLed for this kind, in words; `None`: nothing of its own (a bystander).
+    pub killed: Option<String>,
+    /// Instances whose own runtime process was killed (all of them when a shared daemon was).
+    pub hit: u32,
+    /// Running once the kills settled, before any daemon was restarted.
+    pub running_after_kill: u32,
+    /// Running once every killed daemon answered again.
+    pub running_after_restore: u32,
+    pub answered: u32,
+    pub managed: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlastSkipped {
+    pub target: String,
+    pub reason: String,
 }
 
 /// What container images cost on disk, counted as allocated blocks (`st_blocks * 512`), not
@@ -110,6 +163,22 @@ pub struct Footprint {
     pub containers: Vec<FootprintContainer>,
     /// Everything under the store's directory, each inode once.
     pub store_bytes: u64,
+    /// What the VM targets boot from (kernel, initramfs, disk image, the mini VM's program),
+    /// counted the same way; empty when only the image store was measured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vm_files: Vec<FootprintFile>,
+}
+
+/// One file a VM target needs on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FootprintFile {
+    /// The target that boots it (`vm-mini`, `vm-linux`).
+    pub target: String,
+    /// What it is to that target: `kernel`, `initramfs`, `disk image`, `program`.
+    pub role: String,
+    pub path: String,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,6 +262,50 @@ pub struct Density {
     /// MemTotal − MemAvailable after the stop minus before the start, in KiB: what the
     /// instances left behind (noise from the rest of the host included).
     pub host_used_after_stop_kib: i64,
+    /// Instances asked for (`--count`); the last step's `running` is how many were reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested: Option<u32>,
+    /// Why no further instance was started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<StopReason>,
+    /// The failed start's error, or the memory figures that stopped the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_detail: Option<String>,
+    /// MemAvailable the run kept free (`--keep-free`), KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_free_kib: Option<u64>,
+    /// Nanoseconds after the last instance was reaped until the host's used memory was
+    /// stable (when `host_used_after_stop_kib` was read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_ns: Option<u64>,
+}
+
+impl Density {
+    /// Instances running at the last step.
+    pub fn reached(&self) -> u32 {
+        self.steps.last().map_or(0, |s| s.running)
+    }
+}
+
+/// Why a density run stopped starting instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// Every instance asked for runs.
+    Completed,
+    /// An instance failed to start (exited, or was not ready in time).
+    StartFailed,
+    /// Another step would have left less than the reserve of MemAvailable.
+    MemoryReserve,
+}
+
+/// Kernel-side memory now minus before the first start, from /proc/meminfo, in KiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelMemory {
+    pub slab_kib: i64,
+    pub kernel_stack_kib: i64,
+    pub page_tables_kib: i64,
 }
 
 /// The host once `running` instances were up (each had printed `ISOLAB-READY`).
@@ -209,6 +322,19 @@ pub struct DensityStep {
     pub host_used_kib: i64,
     /// The summed PSS of every running instance's process tree, in KiB.
     pub pss_sum_kib: u64,
+    /// Of the PSS: the runtime's side (launcher, supervisor, a peer's daemons and shims, a
+    /// VM monitor's own memory), in KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_pss_kib: Option<u64>,
+    /// Of the PSS: the instances' side (the workload processes; a VM's guest RAM), in KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_pss_kib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelMemory>,
+    /// Nanoseconds a probe process (the workload's `ready` mode, run natively) took from
+    /// spawn to being reaped, right after the step: whether the host stays responsive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_ns: Option<u64>,
 }
 
 /// One measured run.
@@ -234,6 +360,22 @@ pub struct RunRecord {
     /// which for a spawned child is isolab's own: this is never below isolab's RSS at spawn
     /// time, so it tells large workloads apart, not small ones (`pss_kib` does).
     pub max_rss_kib: u64,
+    /// Where the time to `ISOLAB-READY` went, for targets that report their start-up phases
+    /// (isolab's container and mini VM); absent for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<Vec<PhaseTime>>,
+}
+
+/// One start-up phase of a run. A run's phases follow each other and add up to its
+/// `ready_ns`; a phase that happened in several pieces (e.g. mounts before and after the
+/// cgroup is joined) is one entry with their sum, at the place of its first piece.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseTime {
+    /// `launch`, `prepare`, `cgroup`, `namespaces`, `mounts`, `confine`, `monitor`, `boot`
+    /// or `ready` (the last mark to `ISOLAB-READY` read by the harness).
+    pub name: String,
+    pub ns: u64,
 }
 
 impl RunRecord {
@@ -406,6 +548,7 @@ pub(crate) mod tests {
                 figures: json!({"mode": "syscall", "ns_per_call": 50 + i, "detail": {"calls": 1000}}),
                 pss_kib: (i > 0).then_some(900),
                 max_rss_kib: 1200,
+                phases: None,
             })
             .collect();
         ResultSet {
@@ -439,6 +582,7 @@ pub(crate) mod tests {
                 density: None,
             }],
             footprint: None,
+            blast_radius: None,
         }
     }
 
@@ -462,6 +606,12 @@ pub(crate) mod tests {
                 upper_bytes: 4096,
             }],
             store_bytes: 1 << 20,
+            vm_files: vec![FootprintFile {
+                target: "vm-mini".into(),
+                role: "program".into(),
+                path: "/w".into(),
+                bytes: 4096,
+            }],
         });
         let text = serde_json::to_string(&set).unwrap();
         assert_eq!(ResultSet::parse(&text, Path::new("f.json")).unwrap(), set);
@@ -513,10 +663,23 @@ pub(crate) mod tests {
                 ready_ns: 5_000_000,
                 host_used_kib: 9000,
                 pss_sum_kib: 8000,
+                runtime_pss_kib: Some(3000),
+                instance_pss_kib: Some(5000),
+                kernel: Some(KernelMemory {
+                    slab_kib: 10,
+                    kernel_stack_kib: 48,
+                    page_tables_kib: -4,
+                }),
+                probe_ns: Some(700_000),
             }],
             stop_ns: 1_000_000,
             stopped_clean: true,
             host_used_after_stop_kib: -12,
+            requested: Some(5),
+            stop_reason: Some(StopReason::MemoryReserve),
+            stop_detail: Some("MemAvailable 2 GiB".into()),
+            keep_free_kib: Some(2 << 20),
+            settle_ns: Some(1_000_000_000),
         });
         let text = serde_json::to_string(&set).unwrap();
         assert!(text.contains(r#""kind":"density""#), "{text}");

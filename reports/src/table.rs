@@ -2,9 +2,15 @@
 
 use crate::schema::{FIGURE_PREFIX, ResultSet, Summary};
 
-/// Figures that best characterise a mode (syscall, mem, io, cpu), most telling first; the
+/// Figures that best characterise a mode (syscall, mem, io, net, cpu), most telling first; the
 /// table shows the first one any target reported. All figures stay in the JSON and CSV files.
-const HEADLINE_FIGURES: [&str; 4] = ["ns_per_call", "ns_per_page", "write_mb_s", "elapsed_ns"];
+const HEADLINE_FIGURES: [&str; 5] = [
+    "ns_per_call",
+    "ns_per_page",
+    "write_mb_s",
+    "rtt_median_ns",
+    "elapsed_ns",
+];
 
 /// One row per target: run count; the start-up metric (time to `ISOLAB-READY` when every
 /// target has it, else time to exit) as median, p95, min and MAD in milliseconds, with its

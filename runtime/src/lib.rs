@@ -6,3 +6,5 @@ pub mod explain;
 pub mod host;
 pub mod image;
 pub mod memory;
+pub mod net;
+pub mod oci;

@@ -127,6 +127,7 @@ fn write_footprint(usage: &DiskUsage, path: &std::path::Path) -> Result<(), Fail
         warmup: 0,
         targets: Vec::new(),
         footprint: Some(footprint),
+        blast_radius: None,
     };
     std::fs::write(path, json(&set))
         .with_context(|| format!("writing {}", path.display()))

@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 
 use anyhow::{Context, anyhow};
 use clap::{Args, Subcommand, ValueEnum};
-use isolab_labs::{Entry, Lab, Lang, StepResult, lab, render};
+use isolab_labs::{Lab, Lang, StepResult, lab, render};
 use serde::Serialize;
 
 use crate::failure::Failure;
@@ -75,10 +75,7 @@ pub fn run(args: LabArgs) -> Result<(), Failure> {
     match args.command {
         LabCommand::List { json } => list(json),
         LabCommand::Show { id, lang } => {
-            let text = match entry(id)? {
-                Entry::Ready(lab) => lab.text(lang.into()),
-                Entry::Planned(_) => return Err(not_built(id)),
-            };
+            let text = known(id)?.text(lang.into());
             print!("{}", render::render(text, std::io::stdout().is_terminal()));
             Ok(())
         }
@@ -114,7 +111,7 @@ pub fn run(args: LabArgs) -> Result<(), Failure> {
         }
         LabCommand::Check { id: None, json, .. } => check_all(json),
         LabCommand::Reset { id } => {
-            let lab = ready(id)?;
+            let lab = known(id)?;
             lab::reset(lab).map_err(|e| Failure::TargetFailed(anyhow!(e)))?;
             println!("lab {id} reset: its workspace, processes and cgroups are gone");
             Ok(())
@@ -130,7 +127,7 @@ pub fn run(args: LabArgs) -> Result<(), Failure> {
                 )));
             }
             if !apply {
-                print!("{}", ready(id)?.solution());
+                print!("{}", known(id)?.solution());
                 return Ok(());
             }
             let lab = runnable(id)?;
@@ -144,32 +141,19 @@ pub fn run(args: LabArgs) -> Result<(), Failure> {
     }
 }
 
-fn entry(id: u32) -> Result<Entry, Failure> {
+/// The lab numbered `id`.
+fn known(id: u32) -> Result<&'static dyn Lab, Failure> {
     isolab_labs::find(id).ok_or_else(|| {
         Failure::BadInput(anyhow!(
             "there is no lab {id}: the labs are 1 to {} (isolab lab list)",
-            isolab_labs::entries().len()
+            isolab_labs::labs().len()
         ))
     })
 }
 
-fn not_built(id: u32) -> Failure {
-    Failure::HostLacks(anyhow!(
-        "lab {id} is not available in this build of isolab yet"
-    ))
-}
-
-/// A lab this build implements.
-fn ready(id: u32) -> Result<&'static dyn Lab, Failure> {
-    match entry(id)? {
-        Entry::Ready(lab) => Ok(lab),
-        Entry::Planned(_) => Err(not_built(id)),
-    }
-}
-
-/// A lab this build implements and this host can run.
+/// A lab this host can run.
 fn runnable(id: u32) -> Result<&'static dyn Lab, Failure> {
-    let lab = ready(id)?;
+    let lab = known(id)?;
     let unmet = isolab_labs::unmet(lab.needs());
     if unmet.is_empty() {
         Ok(lab)
@@ -188,36 +172,32 @@ struct ListedLab {
     title_zh: &'static str,
     minutes: u32,
     needs: Vec<String>,
-    /// `ready`, `host-lacks` or `not-built`.
+    /// `ready` or `host-lacks`.
     status: &'static str,
-    /// What is missing, for the latter two.
+    /// What this host lacks, for `host-lacks`.
     missing: Vec<String>,
 }
 
-fn listed(entry: Entry) -> ListedLab {
-    let (status, missing) = match entry {
-        Entry::Planned(_) => (
-            "not-built",
-            vec!["not available in this build yet".to_owned()],
-        ),
-        Entry::Ready(lab) => match isolab_labs::unmet(lab.needs()) {
-            unmet if unmet.is_empty() => ("ready", unmet),
-            unmet => ("host-lacks", unmet),
-        },
+fn listed(lab: &'static dyn Lab) -> ListedLab {
+    let missing = isolab_labs::unmet(lab.needs());
+    let status = if missing.is_empty() {
+        "ready"
+    } else {
+        "host-lacks"
     };
     ListedLab {
-        id: entry.id(),
-        title: entry.title(Lang::En),
-        title_zh: entry.title(Lang::Zh),
-        minutes: entry.minutes(),
-        needs: entry.needs().iter().map(|n| n.describe()).collect(),
+        id: lab.id(),
+        title: lab.title(Lang::En),
+        title_zh: lab.title(Lang::Zh),
+        minutes: lab.minutes(),
+        needs: lab.needs().iter().map(|n| n.describe()).collect(),
         status,
         missing,
     }
 }
 
 fn list(json: bool) -> Result<(), Failure> {
-    let labs: Vec<ListedLab> = isolab_labs::entries().into_iter().map(listed).collect();
+    let labs: Vec<ListedLab> = isolab_labs::labs().into_iter().map(listed).collect();
     if json {
         return print_json(&serde_json::json!({ "labs": labs }));
     }
@@ -245,7 +225,7 @@ fn list(json: bool) -> Result<(), Failure> {
 struct Report {
     lab: u32,
     title: &'static str,
-    /// `graded`, or why the lab was skipped: `not-built`, `host-lacks`.
+    /// `graded`, or `host-lacks` for a lab this host cannot run.
     status: &'static str,
     passed: bool,
     /// What this host or build lacks, for a skipped lab.
@@ -270,10 +250,10 @@ fn graded(lab: &'static dyn Lab) -> Result<Report, Failure> {
 /// Grades every lab this host can run; lists the others as skipped, with the reason.
 fn check_all(json: bool) -> Result<(), Failure> {
     let mut reports = Vec::new();
-    for entry in isolab_labs::entries() {
-        let listing = listed(entry);
-        reports.push(match entry {
-            Entry::Ready(lab) if listing.status == "ready" => graded(lab)?,
+    for lab in isolab_labs::labs() {
+        let listing = listed(lab);
+        reports.push(match listing.status {
+            "ready" => graded(lab)?,
             _ => Report {
                 lab: listing.id,
                 title: listing.title,

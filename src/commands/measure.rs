@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use isolab_bench::BenchConfig;
 use isolab_bench::density::DensityConfig;
+use isolab_bench::footprint::FootprintConfig;
 use isolab_bench::target::{AVAILABLE, PLANNED, Target};
 use isolab_bench::workload::{Mode, Sizes};
+use isolab_reports::schema::ResultSet;
 
 use crate::commands::bench::{failure, invocation, print_outcome};
 use crate::commands::doctor::{self, DoctorArgs};
@@ -24,9 +26,15 @@ const NO_DENSITY: [(&str, &str); 1] = [(
      instance is refused while the first runs",
 )];
 
+/// The density run of `--quick` measures only these: the baseline and one container and
+/// one VM for claim 4. Every target's density run waits for the host's memory to settle
+/// after its stop (up to 10 s on a busy host), which would take `--quick` past a minute.
+const QUICK_DENSITY: [&str; 3] = ["native", "container", "vm-mini"];
+
 #[derive(Debug, Args)]
 pub struct MeasureArgs {
-    /// Fewer runs per target and fewer density instances: a rough picture in under a minute.
+    /// Fewer runs per target, fewer density instances on fewer targets (native, container,
+    /// vm-mini): a rough picture in about a minute.
     #[arg(long)]
     quick: bool,
     /// Directory for the results and the report (created if missing).
@@ -39,6 +47,10 @@ pub struct MeasureArgs {
     /// Idle instances per target in the density run [default: 50, 10 with --quick].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     count: Option<u32>,
+    /// Also boot Linux micro-VMs side by side in the QEMU/TCG sandbox (standard KVM):
+    /// `vm-linux` against `qemu-microvm` (see `isolab sandbox peers`), into the same report.
+    #[arg(long)]
+    sandbox: bool,
 }
 
 /// Runs per target for each mode: start-up is noisy and cheap, so it gets many more runs
@@ -111,12 +123,19 @@ pub fn run(args: MeasureArgs) -> Result<(), Failure> {
             }
             None => true,
         })
+        .filter(|t| {
+            let kept = !args.quick || QUICK_DENSITY.contains(&t.as_str());
+            if !kept {
+                println!("leaving {t} out of the quick density run");
+            }
+            kept
+        })
         .cloned()
         .collect();
     println!("measuring: {}", targets.join(", "));
 
     let mut stages = Stages {
-        total: Mode::ALL.len() + 2,
+        total: Mode::ALL.len() + 3 + usize::from(args.sandbox),
         done: 0,
         start: Instant::now(),
     };
@@ -156,6 +175,7 @@ pub fn run(args: MeasureArgs) -> Result<(), Failure> {
         workload_bin: None,
         count,
         step: Some(step),
+        keep_free_kib: isolab_bench::density::DEFAULT_KEEP_FREE_KIB,
         out_dir: args.out.clone(),
         timeout: Duration::from_secs(60),
         command: invocation(),
@@ -163,6 +183,29 @@ pub fn run(args: MeasureArgs) -> Result<(), Failure> {
     let outcome = isolab_bench::density::run(&config).map_err(failure)?;
     print_outcome(&outcome);
     files.extend(outcome.files);
+
+    stages.next("disk footprint: busybox and scratch images, a container, VM boot files");
+    let outcome = isolab_bench::footprint::run(&FootprintConfig {
+        workload_bin: None,
+        out_dir: args.out.clone(),
+        command: invocation(),
+    })
+    .map_err(|e| failure(e.into()))?;
+    print_footprint(&outcome.results);
+    files.extend(outcome.files);
+
+    if args.sandbox {
+        stages.next("Linux micro-VMs in the sandbox: vm-linux, qemu-microvm");
+        let (runs, warmup) = runs(Mode::Ready, args.quick, args.runs);
+        files.extend(crate::commands::sandbox::peers(
+            &crate::commands::sandbox::PeersArgs {
+                runs,
+                warmup,
+                out: args.out.clone(),
+                timeout: Duration::from_secs(900),
+            },
+        )?);
+    }
 
     stages.next("report");
     let json: Vec<PathBuf> = files
@@ -206,6 +249,33 @@ fn usable(target: &str) -> bool {
             println!("skipping target {target}: {why}");
             false
         }
+    }
+}
+
+/// The footprint's figures, one line each.
+fn print_footprint(results: &ResultSet) {
+    let Some(footprint) = &results.footprint else {
+        return;
+    };
+    println!("{}", footprint.units);
+    for image in &footprint.images {
+        println!(
+            "image {:<20} {:>12} bytes",
+            image.names.join(", "),
+            image.total_bytes
+        );
+    }
+    for container in &footprint.containers {
+        println!(
+            "container {:<16} {:>12} bytes (its upper layer)",
+            container.id, container.upper_bytes
+        );
+    }
+    for file in &footprint.vm_files {
+        println!(
+            "{:<8} {:<16} {:>12} bytes ({})",
+            file.target, file.role, file.bytes, file.path
+        );
     }
 }
 

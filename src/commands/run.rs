@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::anyhow;
 use clap::Args;
 use isolab_runtime::cgroups::{MemorySwap, Resources};
-use isolab_runtime::container::config::{self, ConfigError};
+use isolab_runtime::container::config::{self, ConfigError, SecurityOpt};
 use isolab_runtime::container::image_root::{ImageRoot, ImageRootError};
 use isolab_runtime::container::{self as runtime, ContainerConfig, Outcome, RunError, User};
 use isolab_runtime::explain::Explain;
@@ -70,7 +70,9 @@ pub struct RunArgs {
     /// Relative block I/O weight (10-1000), where the I/O scheduler supports weights.
     #[arg(long, value_parser = clap::value_parser!(u16).range(10..=1000))]
     blkio_weight: Option<u16>,
-    /// Network: none (own namespace with lo only) or host.
+    /// Network: none (own namespace with lo only), host, or bridge (own namespace with lo
+    /// and eth0, a veth pair's end on the bridge isolab0 with an address from
+    /// 10.77.0.0/24 and a default route via 10.77.0.1).
     #[arg(long, default_value = "none")]
     net: String,
     /// Map container root to an unprivileged host id range (/etc/subuid's range for root,
@@ -81,7 +83,8 @@ pub struct RunArgs {
     /// masked or read-only kernel paths, writable /sys. Namespaces and cgroups stay.
     #[arg(long)]
     privileged: bool,
-    /// Security options; supported: seccomp=unconfined.
+    /// Security options: seccomp=unconfined (no Docker profile), seccomp=FILE (load the
+    /// filters of a seccompiler JSON profile too, after Docker's).
     #[arg(long = "security-opt", value_name = "OPT")]
     security_opt: Vec<String>,
     /// Give the command a pseudo-terminal as stdin, stdout, stderr and /dev/console, and
@@ -194,9 +197,12 @@ fn container_config(args: RunArgs) -> Result<ContainerConfig, ConfigError> {
         .map(|text| config::parse_memory_swap(text, memory))
         .transpose()?
         .map(|total| total.map_or(MemorySwap::Unlimited, MemorySwap::Total));
-    let mut seccomp = true;
+    let (mut seccomp, mut seccomp_profile) = (true, None);
     for opt in &args.security_opt {
-        seccomp &= config::parse_security_opt(opt)?;
+        match config::parse_security_opt(opt)? {
+            SecurityOpt::Unconfined => seccomp = false,
+            SecurityOpt::SeccompProfile(json) => seccomp_profile = Some(json),
+        }
     }
     Ok(ContainerConfig {
         hostname: args.hostname.unwrap_or_else(|| name.clone()),
@@ -231,6 +237,8 @@ fn container_config(args: RunArgs) -> Result<ContainerConfig, ConfigError> {
         userns: args.userns,
         privileged: args.privileged,
         seccomp,
+        seccomp_profile,
         tty: args.tty,
+        extra: Default::default(),
     })
 }

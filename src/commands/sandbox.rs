@@ -11,6 +11,12 @@
 //!   and exits with its status. It prepares first, so it works on a fresh machine too (the
 //!   packages must be installed).
 //!
+//! - `isolab sandbox peers [--runs N] [--out DIR]` benches the Linux micro-VM targets
+//!   `vm-linux` and `qemu-microvm` side by side in one sandbox boot (see
+//!   `isolab_bench::sandbox::peers`), writes the result files as `DIR/sandbox-*.json` and
+//!   prints boot-to-ready, monitor memory and isolab's ratio to QEMU. Exit status 0, 4 when
+//!   a target failed, 3 without QEMU, or the `run` codes below for the sandbox itself.
+//!
 //! # Exit status of `run`
 //! - the command's own status (127: not found, 126: not executable, 128+n: signal n);
 //! - 124: `--timeout` passed; QEMU was killed;
@@ -24,7 +30,9 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use clap::{Args, Subcommand};
+use isolab_bench::sandbox::peers::{self, PeersError, PeersSpec};
 use isolab_bench::sandbox::{self, GuestFile, RunSpec, Sandbox, SandboxError};
+use isolab_reports::schema::{ResultSet, Summary, TargetResult};
 
 use super::setup::{self, Job};
 use crate::failure::Failure;
@@ -41,6 +49,25 @@ pub enum SandboxCommand {
     Prepare,
     /// Boot a fresh sandbox, run a command in it and exit with its status.
     Run(RunArgs),
+    /// Linux micro-VMs side by side on the sandbox's standard KVM: bench vm-linux and
+    /// qemu-microvm in one boot, write the result files and print the comparison.
+    Peers(PeersArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PeersArgs {
+    /// Measured runs per target.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
+    /// Discarded runs per target before the measured ones.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub warmup: u32,
+    /// Directory for the result files (created if missing); they are named `sandbox-*`.
+    #[arg(long, value_name = "DIR", default_value = "results")]
+    pub out: PathBuf,
+    /// Stop the sandbox after this many seconds, boot included (exit status 124).
+    #[arg(long, value_name = "SECS", default_value = "600", value_parser = parse_seconds)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -63,7 +90,115 @@ pub fn run(args: SandboxArgs) -> Result<(), Failure> {
     match args.command {
         SandboxCommand::Prepare => prepare(),
         SandboxCommand::Run(args) => run_command(args),
+        SandboxCommand::Peers(args) => peers(&args).map(drop),
     }
+}
+
+/// `isolab sandbox peers` (and `isolab measure --sandbox`): returns the result files.
+pub fn peers(args: &PeersArgs) -> Result<Vec<PathBuf>, Failure> {
+    isolab_bench::prepare_out_dir(&args.out)
+        .map_err(|e| Failure::BadInput(anyhow::Error::new(e)))?;
+    let cache = sandbox::default_cache_dir();
+    let sandbox = Sandbox::prepare_in(&cache, &mut |step| eprintln!("sandbox: {step}"))
+        .map_err(|e| sandbox_failure(e, "preparing the sandbox"))?;
+    let dir = own_dir()?;
+    let spec = PeersSpec {
+        workload: vec!["ready".to_owned()],
+        runs: args.runs,
+        warmup: args.warmup,
+        timeout: args.timeout,
+    };
+    println!(
+        "sandbox: benching {} ({} runs each) in one sandbox boot",
+        peers::TARGETS.join(", "),
+        args.runs
+    );
+    let outcome =
+        peers::run(&sandbox, &dir, &spec, &args.out, &mut io::stderr()).map_err(|e| match e {
+            PeersError::Sandbox(e) => sandbox_failure(e, "running the sandbox"),
+            PeersError::NoQemu => Failure::HostLacks(e.into()),
+            PeersError::Bench { .. } => Failure::TargetFailed(e.into()),
+            other => Failure::Coded(125, other.into()),
+        })?;
+    for set in &outcome.results {
+        print!("{}", peers_table(set));
+    }
+    for (vmm, installed) in peers::other_vmms() {
+        if !installed {
+            println!("{vmm}: not installed on this host, not compared");
+        } else {
+            println!("{vmm}: installed, but this build does not drive it yet");
+        }
+    }
+    for file in &outcome.files {
+        println!("wrote {}", file.display());
+    }
+    Ok(outcome.files)
+}
+
+/// Boot-to-ready and the monitors' memory per target, and isolab's ratio to QEMU.
+fn peers_table(set: &ResultSet) -> String {
+    let stat = |target: &TargetResult, key: &str| target.stats.get(key).cloned();
+    let mib = |bytes: Option<Summary>| {
+        bytes.map_or("-".to_owned(), |s| {
+            format!("{:.2} MiB", s.median / f64::from(1 << 20))
+        })
+    };
+    let mut text = format!(
+        "\nsandbox ({}, kvm {}), workload `{}`, {} runs per target:\n{:<14} {:>12} {:>12} {:>12} {:>12} {:>14}\n",
+        set.host.cpu_model,
+        set.host.kvm_kind,
+        set.workload.mode,
+        set.runs_per_target,
+        "target",
+        "ready median",
+        "ready p95",
+        "VMM PSS",
+        "VMM anon",
+        "guest touched"
+    );
+    for target in &set.targets {
+        let ready = stat(target, "ready_ns");
+        let ms = |f: fn(&Summary) -> f64| {
+            ready
+                .as_ref()
+                .map_or("-".to_owned(), |s| format!("{:.1} ms", f(s) / 1e6))
+        };
+        text.push_str(&format!(
+            "{:<14} {:>12} {:>12} {:>12} {:>12} {:>14}\n",
+            target.name,
+            ms(|s| s.median),
+            ms(|s| s.p95),
+            mib(stat(target, "figures.vm.vmm_pss_bytes")),
+            mib(stat(target, "figures.vm.vmm_anon_bytes")),
+            mib(stat(target, "figures.vm.guest_ram_touched_bytes")),
+        ));
+    }
+    let median = |name: &str| {
+        set.targets
+            .iter()
+            .find(|t| t.name == name)
+            .and_then(|t| stat(t, "ready_ns"))
+            .map(|s| s.median)
+    };
+    if let (Some(isolab), Some(qemu)) = (median(peers::TARGETS[0]), median(peers::TARGETS[1])) {
+        text.push_str(&format!(
+            "{} / {} boot-to-ready (medians): {:.2}\n",
+            peers::TARGETS[0],
+            peers::TARGETS[1],
+            isolab / qemu
+        ));
+    }
+    text
+}
+
+fn own_dir() -> Result<PathBuf, Failure> {
+    let exe = std::env::current_exe()
+        .context("finding the isolab executable")
+        .map_err(|e| Failure::Coded(125, e))?;
+    exe.parent()
+        .map(PathBuf::from)
+        .ok_or_else(|| Failure::Coded(125, anyhow!("{} has no parent directory", exe.display())))
 }
 
 fn prepare() -> Result<(), Failure> {
@@ -95,13 +230,8 @@ fn run_command(args: RunArgs) -> Result<(), Failure> {
     let cache = sandbox::default_cache_dir();
     let sandbox = Sandbox::prepare_in(&cache, &mut |step| eprintln!("sandbox: {step}"))
         .map_err(|e| sandbox_failure(e, "preparing the sandbox"))?;
-    let exe = std::env::current_exe()
-        .context("finding the isolab executable")
-        .map_err(|e| Failure::Coded(125, e))?;
-    let dir = exe
-        .parent()
-        .ok_or_else(|| Failure::Coded(125, anyhow!("{} has no parent directory", exe.display())))?;
-    let mut spec = RunSpec::new(args.command).isolab_binaries(dir);
+    let dir = own_dir()?;
+    let mut spec = RunSpec::new(args.command).isolab_binaries(&dir);
     spec.files.extend(args.files);
     spec.mem_mib = args.mem;
     spec.timeout = args.timeout;

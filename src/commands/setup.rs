@@ -53,12 +53,27 @@ const REQUIREMENTS: &[Requirement] = &[
     },
     Requirement {
         package: "podman",
-        why: "the podman target, run with runc; real `podman save` archives in the import tests",
+        why: "the podman target, run with runc; real `podman save` archives in the import tests; isolab-oci as podman's runtime in the OCI tests",
         jobs: &[Job::Main, Job::Tests],
     },
     Requirement {
         package: "qemu-system-x86",
         why: "the test sandbox: standard KVM and pure cgroup v2 under TCG (isolab sandbox)",
+        jobs: &[Job::Tests],
+    },
+    Requirement {
+        package: "gcc",
+        why: "the labs compile C programs (the students' own in labs 1 and 2, the labs' probes in 10 and 14)",
+        jobs: &[Job::Tests],
+    },
+    Requirement {
+        package: "libc6-dev",
+        why: "libc.a: the labs' programs are linked with `gcc -static` to run in root filesystems that hold no C library",
+        jobs: &[Job::Tests],
+    },
+    Requirement {
+        package: "iproute2",
+        why: "`ip`: lab 4 has the student build network namespaces, a bridge and veth pairs by hand, and its checker reads them back",
         jobs: &[Job::Tests],
     },
     Requirement {

@@ -40,7 +40,10 @@
 //! console is copied to stdout; at the end one JSON line on stderr reports the times to the
 //! first guest instruction, the first console line and `ISOLAB-READY`, the total, VM exits
 //! by reason, the monitor's PSS and anonymous memory without guest RAM, and the guest RAM
-//! touched. `--explain` adds the port I/O exits by port. Exit status as above,
+//! touched. `--explain` adds the port I/O exits by port. `--vmm qemu-microvm` boots the
+//! same guest under QEMU's microvm machine instead (see `isolab_microvm::linux::peer`),
+//! with the same report; `--vm-figures` prints the workload's figures line last with that
+//! report added as its `vm` object. Exit status as above,
 //! plus:
 //! - 3: this host cannot boot standard kernels (PVM, or no KVM);
 //! - 121: the guest kernel panicked (other than by init exiting), e.g. no init to run;
@@ -48,15 +51,20 @@
 //! - 125 also covers a KVM internal error or failed VM entry;
 //! - 124: `--timeout` (default 60 s) passed, e.g. the guest never printed `ISOLAB-READY`;
 //! - 126: the kernel file is not a bootable kernel; 127: it does not exist;
-//! - 2: too little `--mem` for the kernel, a bad `--vcpus`, a command line over the limit.
+//! - 2: too little `--mem` for the kernel, a bad `--vcpus`, a command line over the limit,
+//!   a missing or unusable `--disk` image or no virtio modules beside the kernel, `--disk`
+//!   with `--vmm qemu-microvm`;
+//! - 3 also: `--vmm qemu-microvm` without qemu-system-x86_64.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::{Args, Subcommand, ValueEnum};
+use isolab_microvm::explain::Explanation;
 use isolab_microvm::linux::{self, Outcome as LinuxOutcome};
 use isolab_microvm::mini::{self, Outcome};
+use isolab_runtime::explain::{PhaseLog, monotonic_ns};
 
 use crate::failure::Failure;
 
@@ -78,6 +86,14 @@ pub enum Guest {
     Mini,
     /// A standard Linux kernel (--kernel) with the workload as its init.
     Linux,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Vmm {
+    /// isolab's own monitor.
+    Isolab,
+    /// QEMU's microvm machine with KVM (qemu-system-x86_64 -M microvm).
+    QemuMicrovm,
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +127,18 @@ pub struct RunArgs {
     /// Linux guests: appended to the kernel command line.
     #[arg(long, value_name = "STR")]
     pub cmdline: Option<String>,
+    /// Linux guests: the monitor that boots them; qemu-microvm boots the same kernel,
+    /// initramfs, memory and command line under QEMU's microvm machine, for comparison.
+    #[arg(long, value_enum, default_value = "isolab")]
+    pub vmm: Vmm,
+    /// Linux guests: boot from this image, a read-only virtio block device whose `/init`
+    /// is the workload (see README: needs the virtio modules beside the kernel).
+    #[arg(long, value_name = "IMG")]
+    pub disk: Option<PathBuf>,
+    /// Linux guests: print the workload's figures line last, with the monitor's figures
+    /// added as its `vm` object (how the bench targets record them).
+    #[arg(long)]
+    pub vm_figures: bool,
     /// The workload's mode and arguments; everything after it is passed on.
     #[arg(long, required = true, num_args = 1.., allow_hyphen_values = true, value_name = "MODE ARGS")]
     pub workload: Vec<String>,
@@ -119,6 +147,21 @@ pub struct RunArgs {
 pub fn run(args: VmArgs) -> Result<(), Failure> {
     match args.command {
         VmCommand::Run(run) => run_vm(run),
+    }
+}
+
+/// The mini VM's start-up phases for the bench harness (see `PhaseLog`): the monitor's
+/// set-up ends at the first KVM_RUN, the guest's start at its first exit (the program's
+/// first system call); the harness times the rest until ISOLAB-READY.
+fn mark_phases(phases: PhaseLog, origin_ns: u64, explanation: &Explanation) {
+    if !phases.is_on() {
+        return;
+    }
+    phases.mark_at("launch", origin_ns);
+    for (phase, milestone) in [("monitor", mini::ENTER_GUEST), ("boot", mini::FIRST_EXIT)] {
+        if let Some(at) = explanation.milestone(milestone) {
+            phases.mark_at(phase, origin_ns + at.as_nanos() as u64);
+        }
     }
 }
 
@@ -147,7 +190,11 @@ fn run_vm(args: RunArgs) -> Result<(), Failure> {
     // SIGTERM/SIGINT stop the VM and tear it down cleanly (exit 128+n) instead of killing
     // the monitor mid-run.
     isolab_microvm::vm::stop_on_signals();
+    let phases = PhaseLog::from_env();
+    // mini::run's trace counts from its call: this is its origin on the shared clock.
+    let origin_ns = monotonic_ns();
     let run = mini::run(&config).map_err(failure)?;
+    mark_phases(phases, origin_ns, &run.explanation);
     if args.explain {
         eprint!("{}", run.explanation);
         eprintln!("outcome: {:?}", run.outcome);
@@ -203,9 +250,18 @@ fn run_linux(args: RunArgs) -> Result<(), Failure> {
         timeout: args.timeout,
         cache: isolab_microvm::kernel::default_cache().join("initramfs"),
         echo: true,
+        hold_figures: args.vm_figures,
+        // What set the VM up is not needed to run it: the monitor's PSS drops by most of
+        // the binary's resident pages (measured in the sandbox: see README).
+        shed: Some(isolab_runtime::memory::shed),
+        disk: args.disk,
     };
     isolab_microvm::vm::stop_on_signals();
-    let run = linux::run(&config).map_err(linux_failure)?;
+    let run = match args.vmm {
+        Vmm::Isolab => linux::run(&config),
+        Vmm::QemuMicrovm => linux::peer::run_qemu_microvm(&config),
+    }
+    .map_err(linux_failure)?;
     if args.explain {
         eprint!("{}", run.explanation);
         eprintln!("port I/O exits by port (reads, writes):");
@@ -222,22 +278,30 @@ fn run_linux(args: RunArgs) -> Result<(), Failure> {
         .iter()
         .map(|(reason, (count, _))| ((*reason).to_owned(), (*count).into()))
         .collect();
-    eprintln!(
-        "{}",
-        serde_json::json!({
-            "vm": {
-                "first_instruction_ms": ms(run.first_instruction),
-                "first_console_line_ms": ms(run.first_console_line),
-                "ready_ms": ms(run.ready),
-                "total_ms": ms(Some(run.total)),
-                "exits": exits,
-                "vmm_pss_bytes": run.vmm_pss,
-                "vmm_anon_bytes": run.vmm_anon,
-                "guest_ram_touched_bytes": run.guest_ram_touched,
-                "outcome": format!("{:?}", run.outcome),
+    let vm = serde_json::json!({
+        "vmm": args.vmm.to_possible_value().map(|v| v.get_name().to_owned()),
+        "first_instruction_ms": ms(run.first_instruction),
+        "first_console_line_ms": ms(run.first_console_line),
+        "ready_ms": ms(run.ready),
+        "total_ms": ms(Some(run.total)),
+        "exits": exits,
+        "vmm_pss_bytes": run.vmm_pss,
+        "vmm_anon_bytes": run.vmm_anon,
+        "guest_ram_touched_bytes": run.guest_ram_touched,
+        "disk_requests": run.disk_requests,
+        "outcome": format!("{:?}", run.outcome),
+    });
+    if let Some(line) = &run.figures {
+        // Not the workload's JSON after all: it goes out as the guest printed it.
+        match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(serde_json::Value::Object(mut figures)) => {
+                figures.insert("vm".to_owned(), vm.clone());
+                println!("{}", serde_json::Value::Object(figures));
             }
-        })
-    );
+            _ => println!("{line}"),
+        }
+    }
+    eprintln!("{}", serde_json::json!({ "vm": vm }));
     let tail = |what: String| anyhow!("{what}; last console lines:\n{}", run.console_tail);
     match run.outcome {
         LinuxOutcome::Exited(0) => Ok(()),
@@ -287,8 +351,17 @@ fn linux_failure(error: linux::Error) -> Failure {
         linux::Error::Boot(Boot::TooLittleMemory { .. } | Boot::Cmdline(..))
         | linux::Error::MemSize(_)
         | linux::Error::Vcpus(_)
-        | linux::Error::Initrd { .. } => return Failure::BadInput(error.into()),
-        linux::Error::Pvm | linux::Error::NoKvm => return Failure::HostLacks(error.into()),
+        | linux::Error::Initrd { .. }
+        | linux::Error::Disk(_)
+        | linux::Error::DiskModules(_)
+        | linux::Error::Peer(linux::peer::PeerError::NoDisk) => {
+            return Failure::BadInput(error.into());
+        }
+        linux::Error::Pvm
+        | linux::Error::NoKvm
+        | linux::Error::Peer(linux::peer::PeerError::NoQemu) => {
+            return Failure::HostLacks(error.into());
+        }
         _ => 125,
     };
     Failure::Coded(code, error.into())

@@ -32,6 +32,7 @@
 pub mod console;
 pub mod initramfs;
 pub mod kernel;
+pub mod peers;
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -44,6 +45,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use goblin::elf::Elf;
+use isolab_microvm::linux::peer::find_on_path;
 
 use self::console::{ConsoleParser, Event};
 pub use self::initramfs::GuestFile;
@@ -676,14 +678,6 @@ fn check_static(path: &Path) -> Result<(), SandboxError> {
         Some(interpreter) => Err(problem(format!("dynamically linked (needs {interpreter})"))),
         None => Ok(()),
     }
-}
-
-fn find_on_path(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
 }
 
 #[cfg(test)]

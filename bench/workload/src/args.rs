@@ -4,9 +4,10 @@
 //! anywhere a mode or flag is expected.
 
 use std::ffi::{OsStr, OsString};
+use std::net::SocketAddr;
 
 /// The one-line usage shown after every usage error.
-pub const USAGE: &str = "usage: isolab-workload ready | idle | cpu --iters N | mem --mib N | syscall --n N | io --mib N | probe [--host-marker PATH] | --help";
+pub const USAGE: &str = "usage: isolab-workload ready | idle | cpu --iters N | mem --mib N | syscall --n N | io --mib N | probe [--host-marker PATH] | net --listen PORT | net --peer IP:PORT --n N --mib N | --help";
 
 /// The full help text printed by `--help`.
 pub const HELP: &str = "\
@@ -22,6 +23,9 @@ modes (each ends with one JSON line on stdout, \"mode\" first):
   syscall --n N              N raw getppid system calls
   io --mib N                 write N MiB to a temporary file in the cwd, fsync, read back
   probe [--host-marker PATH] describe what this process can see (ids, caps, mounts, cgroup...)
+  net --listen PORT          serve TCP round trips and bulk bytes on 0.0.0.0:PORT until killed
+  net --peer IP:PORT --n N --mib M
+                             N one-byte TCP round trips, then M MiB, against a server
 
 exit status: 0 ok, 1 the mode failed at run time, 2 usage error
 ";
@@ -43,6 +47,8 @@ pub enum Command {
     Syscall { n: u64 },
     Io { mib: u64 },
     Probe { host_marker: Option<OsString> },
+    NetServe { port: u16 },
+    NetPing { peer: SocketAddr, n: u64, mib: u64 },
 }
 
 /// A usage error: the message names the problem; the caller appends [`USAGE`].
@@ -86,6 +92,7 @@ where
         "mem" | "io" => &["--mib"],
         "syscall" => &["--n"],
         "probe" => &["--host-marker"],
+        "net" => &["--listen", "--peer", "--n", "--mib"],
         other => return err(format!("unknown mode '{other}'")),
     };
     let Some(flags) = parse_flags(mode_str, &rest, allowed)? else {
@@ -113,8 +120,34 @@ where
             }
             Command::Probe { host_marker }
         }
+        "net" => net(&flags)?,
         _ => unreachable!("mode was validated above"),
     })
+}
+
+/// `net`: a server (`--listen` alone) or a client (`--peer`, `--n`, `--mib`).
+fn net(flags: &[(String, OsString)]) -> Result<Command, UsageError> {
+    match (lookup(flags, "--listen"), lookup(flags, "--peer")) {
+        (Some(_), None) if flags.len() == 1 => Ok(Command::NetServe {
+            port: number(flags, "--listen", u64::from(u16::MAX))? as u16,
+        }),
+        (None, Some(peer)) => {
+            let text = peer.to_string_lossy();
+            let peer = text.parse().or_else(|_| {
+                err(format!(
+                    "invalid value '{text}' for --peer: expected IP:PORT (e.g. 10.77.0.2:7070)"
+                ))
+            })?;
+            Ok(Command::NetPing {
+                peer,
+                n: number(flags, "--n", MAX_COUNT)?,
+                mib: number(flags, "--mib", MAX_MIB)?,
+            })
+        }
+        _ => {
+            err("net takes either --listen PORT alone, or --peer IP:PORT with --n and --mib".into())
+        }
+    }
 }
 
 /// Splits `rest` into `(flag, value)` pairs. `Ok(None)` means `--help` was seen.
@@ -239,6 +272,28 @@ mod tests {
                 host_marker: Some("/a".into())
             })
         );
+    }
+
+    #[test]
+    fn net_is_a_server_or_a_client() {
+        assert_eq!(
+            p(&["net", "--listen", "7070"]),
+            Ok(Command::NetServe { port: 7070 })
+        );
+        assert_eq!(
+            p(&["net", "--peer", "10.77.0.2:7070", "--n", "5", "--mib", "1"]),
+            Ok(Command::NetPing {
+                peer: "10.77.0.2:7070".parse().unwrap(),
+                n: 5,
+                mib: 1
+            })
+        );
+        assert!(usage_err(&["net", "--listen", "70000"]).contains("too large"));
+        assert!(usage_err(&["net", "--listen", "1", "--n", "2"]).contains("either"));
+        assert!(
+            usage_err(&["net", "--peer", "host", "--n", "1", "--mib", "1"]).contains("IP:PORT")
+        );
+        assert!(usage_err(&["net", "--peer", "10.0.0.1:1", "--n", "1"]).contains("--mib"));
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! | `syscall --n N` | N raw getppid(2) calls. `{"mode":"syscall","n":N,"elapsed_ns":T,"ns_per_call":F}` |
 //! | `io --mib N` | write N MiB in 1 MiB buffers to a new file in the cwd, fsync, read back, verify, remove. `{"mode":"io","mib":N,"write_ns":..,"fsync_ns":..,"read_ns":..,"write_mb_s":..,"read_mb_s":..,"durable_write_mb_s":..,"fadvise_dontneed":bool}` (MB = 10^6 bytes) |
 //! | `probe [--host-marker PATH]` | ids, id maps, capabilities, seccomp, mounts, network interfaces, cgroup and its limits, visible pids, and whether PATH exists from here; see [`probe`]. Unreadable sources give `null`; a cgroup limit is a number, else the file's text (an unlimited v2 limit is `"max"`), or `null` if unreadable. |
+//! | `net --listen PORT` | `ISOLAB-READY` once it listens on 0.0.0.0:PORT, then serves clients one after another until killed (no JSON line). |
+//! | `net --peer IP:PORT --n N --mib M` | N one-byte TCP round trips against a `net --listen` server, each timed, then M MiB sent until the server's receipt; see [`net`]. `{"mode":"net","peer":..,"n":N,"rtt_min_ns":..,"rtt_median_ns":..,"rtt_p99_ns":..,"mib":M,"elapsed_ns":..,"mb_s":..}` |
 //! | `--help`, `-h` | usage on stdout, exit 0 |
 //!
 //! `elapsed_ns` and the other `*_ns` fields are CLOCK_MONOTONIC nanoseconds measured inside
@@ -51,6 +53,7 @@ mod disk;
 mod idle;
 mod json;
 mod mem;
+mod net;
 mod out;
 mod probe;
 mod syscalls;
@@ -103,6 +106,8 @@ fn run() -> ExitCode {
         Command::Syscall { n } => ("syscall", Ok(syscalls::run(n))),
         Command::Io { mib } => ("io", disk::run(mib)),
         Command::Probe { host_marker } => ("probe", Ok(probe::run(host_marker.as_deref()))),
+        Command::NetServe { port } => ("net", net::serve(port)),
+        Command::NetPing { peer, n, mib } => ("net", net::ping(peer, n, mib)),
     };
 
     match result {

@@ -8,11 +8,10 @@ use std::process::Command;
 use crate::answers::{self, Answers};
 use crate::cgroup::{self, LabCgroup};
 use crate::error::LabError;
-use crate::{Lab, Lang, Need, StepResult, Workspace};
+use crate::{Lab, Need, StepResult, Workspace};
 
 pub static LAB: CpuLab = CpuLab;
 
-const CGROUP: &str = "isolab-lab7";
 const QUOTA_US: u64 = 25_000;
 const PERIOD_US: u64 = 100_000;
 /// About 0.3 s of CPU in a debug build: some 1.2 s under the 25 % quota.
@@ -79,9 +78,7 @@ fn slowdown(cg: &LabCgroup) -> Result<String, LabError> {
 }
 
 impl Lab for CpuLab {
-    fn id(&self) -> u32 {
-        7
-    }
+    lab_number!(7);
 
     fn minutes(&self) -> u32 {
         40
@@ -91,28 +88,17 @@ impl Lab for CpuLab {
         &[Need::Root, Need::Controller("cpu"), Need::Command("sh")]
     }
 
-    fn text(&self, lang: Lang) -> &'static str {
-        match lang {
-            Lang::En => include_str!("../../content/7/en.md"),
-            Lang::Zh => include_str!("../../content/7/zh.md"),
-        }
-    }
-
     fn start(&self, ws: &Workspace) -> Result<(), LabError> {
-        let cg = LabCgroup::locate("cpu", CGROUP)?;
+        let cg = LabCgroup::for_lab("cpu", self.id())?;
         let workload = crate::rootfs::workload()?;
-        ws.write(
-            answers::FILE,
-            &format!(
-                "# {}\n# the workload is {}\n{ANSWERS}",
-                cgroup::describe(&cg),
-                workload.display()
-            ),
+        cg.start(
+            ws,
+            &format!("# the workload is {}\n{ANSWERS}", workload.display()),
         )
     }
 
     fn check(&self, ws: &Workspace) -> Result<Vec<StepResult>, LabError> {
-        let cg = LabCgroup::locate("cpu", CGROUP)?;
+        let cg = LabCgroup::for_lab("cpu", self.id())?;
         let created = cg.exists();
         let set = quota_and_period(&cg);
         let quota_ok = set.as_ref().is_some_and(|(q, p)| {
@@ -129,12 +115,7 @@ impl Lab for CpuLab {
             None => format!("{}: (missing)", quota_file(&cg)),
         };
         let mut steps = vec![
-            StepResult::judge(
-                "create the cgroup",
-                created,
-                format!("{} exists: {created}", cg.dir.display()),
-                &format!("mkdir {}", cg.dir.display()),
-            ),
+            cg.created_step(),
             StepResult::judge(
                 "a quota of 25 % of one CPU",
                 quota_ok,
@@ -186,15 +167,11 @@ impl Lab for CpuLab {
     }
 
     fn reset(&self, _ws: &Workspace) -> Result<(), LabError> {
-        LabCgroup::locate("cpu", CGROUP)?.destroy()
-    }
-
-    fn solution(&self) -> &'static str {
-        include_str!("../../content/7/solution.md")
+        LabCgroup::for_lab("cpu", self.id())?.destroy()
     }
 
     fn apply_solution(&self, ws: &Workspace) -> Result<(), LabError> {
-        let cg = LabCgroup::locate("cpu", CGROUP)?;
+        let cg = LabCgroup::for_lab("cpu", self.id())?;
         cg.create()?;
         if cg.v2 {
             cg.write("cpu.max", &format!("{QUOTA_US} {PERIOD_US}"))?;

@@ -6,11 +6,10 @@ use std::time::Duration;
 use crate::answers::{self, Answers};
 use crate::cgroup::{self, LabCgroup};
 use crate::error::LabError;
-use crate::{Lab, Lang, Need, StepResult, Workspace};
+use crate::{Lab, Need, StepResult, Workspace};
 
 pub static LAB: MemoryLab = MemoryLab;
 
-const CGROUP: &str = "isolab-lab6";
 const LIMIT: u64 = 32 * 1024 * 1024;
 const ANSWERS: &str = include_str!("../../content/6/answers.txt");
 
@@ -32,9 +31,7 @@ fn oom_file(cg: &LabCgroup) -> &'static str {
 }
 
 impl Lab for MemoryLab {
-    fn id(&self) -> u32 {
-        6
-    }
+    lab_number!(6);
 
     fn minutes(&self) -> u32 {
         30
@@ -48,23 +45,13 @@ impl Lab for MemoryLab {
         ]
     }
 
-    fn text(&self, lang: Lang) -> &'static str {
-        match lang {
-            Lang::En => include_str!("../../content/6/en.md"),
-            Lang::Zh => include_str!("../../content/6/zh.md"),
-        }
-    }
-
     fn start(&self, ws: &Workspace) -> Result<(), LabError> {
-        let cg = LabCgroup::locate("memory", CGROUP)?;
-        ws.write(
-            answers::FILE,
-            &format!("# {}\n{ANSWERS}", cgroup::describe(&cg)),
-        )
+        let cg = LabCgroup::for_lab("memory", self.id())?;
+        cg.start(ws, ANSWERS)
     }
 
     fn check(&self, ws: &Workspace) -> Result<Vec<StepResult>, LabError> {
-        let cg = LabCgroup::locate("memory", CGROUP)?;
+        let cg = LabCgroup::for_lab("memory", self.id())?;
         let created = cg.exists();
         let limit = cg.read(limit_file(&cg));
         let oom_kills = cg.keyed(oom_file(&cg), "oom_kill");
@@ -72,12 +59,7 @@ impl Lab for MemoryLab {
         let killed = oom_kills.is_some_and(|n| n > 0);
         let answers = Answers::load(ws)?;
         let mut steps = vec![
-            StepResult::judge(
-                "create the cgroup",
-                created,
-                format!("{} exists: {created}", cg.dir.display()),
-                &format!("mkdir {}", cg.dir.display()),
-            ),
+            cg.created_step(),
             StepResult::judge(
                 "limit it to 32 MiB",
                 limit_ok,
@@ -130,15 +112,11 @@ impl Lab for MemoryLab {
     }
 
     fn reset(&self, _ws: &Workspace) -> Result<(), LabError> {
-        LabCgroup::locate("memory", CGROUP)?.destroy()
-    }
-
-    fn solution(&self) -> &'static str {
-        include_str!("../../content/6/solution.md")
+        LabCgroup::for_lab("memory", self.id())?.destroy()
     }
 
     fn apply_solution(&self, ws: &Workspace) -> Result<(), LabError> {
-        let cg = LabCgroup::locate("memory", CGROUP)?;
+        let cg = LabCgroup::for_lab("memory", self.id())?;
         cg.create()?;
         cg.write(limit_file(&cg), &LIMIT.to_string())?;
         // Without swap limited too, the kernel would swap the process out rather than kill it.

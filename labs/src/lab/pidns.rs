@@ -10,7 +10,7 @@ use isolab_runtime::host::NamespaceKind;
 use crate::answers::{self, Answers};
 use crate::error::LabError;
 use crate::observe::{self, Conversation};
-use crate::{Lab, Lang, Need, StepResult, Workspace};
+use crate::{Lab, Need, StepResult, Workspace};
 
 pub static LAB: PidNamespaceLab = PidNamespaceLab;
 
@@ -40,9 +40,7 @@ struct Run {
 }
 
 impl Lab for PidNamespaceLab {
-    fn id(&self) -> u32 {
-        1
-    }
+    lab_number!(1, solution: REFERENCE);
 
     fn minutes(&self) -> u32 {
         40
@@ -56,13 +54,6 @@ impl Lab for PidNamespaceLab {
             Need::Command("gcc"),
             Need::Command("unshare"),
         ]
-    }
-
-    fn text(&self, lang: Lang) -> &'static str {
-        match lang {
-            Lang::En => include_str!("../../content/1/en.md"),
-            Lang::Zh => include_str!("../../content/1/zh.md"),
-        }
     }
 
     fn start(&self, ws: &Workspace) -> Result<(), LabError> {
@@ -107,10 +98,6 @@ impl Lab for PidNamespaceLab {
         // The checker ends every program it runs; what the student ran by hand ended with
         // their shell. Nothing lives outside the workspace.
         Ok(())
-    }
-
-    fn solution(&self) -> &'static str {
-        REFERENCE
     }
 
     fn apply_solution(&self, ws: &Workspace) -> Result<(), LabError> {
@@ -222,7 +209,7 @@ fn grade(run: &Run) -> Vec<StepResult> {
 }
 
 /// The last lines of compiler output, enough to show the first error.
-fn tail(text: &str) -> String {
+pub(crate) fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let shown = &lines[lines.len().saturating_sub(6)..];
     if shown.is_empty() {

@@ -8,11 +8,10 @@ use std::time::{Duration, Instant};
 use crate::answers::{self, Answers};
 use crate::cgroup::{self, LabCgroup};
 use crate::error::LabError;
-use crate::{Lab, Lang, Need, StepResult, Workspace};
+use crate::{Lab, Need, StepResult, Workspace};
 
 pub static LAB: PidsLab = PidsLab;
 
-const CGROUP: &str = "isolab-lab8";
 const MAX: u64 = 32;
 const ANSWERS: &str = include_str!("../../content/8/answers.txt");
 /// The classic bomb, in POSIX sh: every call starts two more in the background.
@@ -26,9 +25,7 @@ const RESPONSIVE: Duration = Duration::from_millis(100);
 pub struct PidsLab;
 
 impl Lab for PidsLab {
-    fn id(&self) -> u32 {
-        8
-    }
+    lab_number!(8);
 
     fn minutes(&self) -> u32 {
         25
@@ -38,23 +35,13 @@ impl Lab for PidsLab {
         &[Need::Root, Need::Controller("pids"), Need::Command("sh")]
     }
 
-    fn text(&self, lang: Lang) -> &'static str {
-        match lang {
-            Lang::En => include_str!("../../content/8/en.md"),
-            Lang::Zh => include_str!("../../content/8/zh.md"),
-        }
-    }
-
     fn start(&self, ws: &Workspace) -> Result<(), LabError> {
-        let cg = LabCgroup::locate("pids", CGROUP)?;
-        ws.write(
-            answers::FILE,
-            &format!("# {}\n{ANSWERS}", cgroup::describe(&cg)),
-        )
+        let cg = LabCgroup::for_lab("pids", self.id())?;
+        cg.start(ws, ANSWERS)
     }
 
     fn check(&self, ws: &Workspace) -> Result<Vec<StepResult>, LabError> {
-        let cg = LabCgroup::locate("pids", CGROUP)?;
+        let cg = LabCgroup::for_lab("pids", self.id())?;
         let created = cg.exists();
         let max = cg.read("pids.max");
         let max_ok = max.as_deref() == Some(&MAX.to_string());
@@ -63,12 +50,7 @@ impl Lab for PidsLab {
         let spawn = median_spawn()?;
         let answers = Answers::load(ws)?;
         let mut steps = vec![
-            StepResult::judge(
-                "create the cgroup",
-                created,
-                format!("{} exists: {created}", cg.dir.display()),
-                &format!("mkdir {}", cg.dir.display()),
-            ),
+            cg.created_step(),
             StepResult::judge(
                 "limit it to 32 tasks",
                 max_ok,
@@ -107,15 +89,11 @@ impl Lab for PidsLab {
     }
 
     fn reset(&self, _ws: &Workspace) -> Result<(), LabError> {
-        LabCgroup::locate("pids", CGROUP)?.destroy()
-    }
-
-    fn solution(&self) -> &'static str {
-        include_str!("../../content/8/solution.md")
+        LabCgroup::for_lab("pids", self.id())?.destroy()
     }
 
     fn apply_solution(&self, ws: &Workspace) -> Result<(), LabError> {
-        let cg = LabCgroup::locate("pids", CGROUP)?;
+        let cg = LabCgroup::for_lab("pids", self.id())?;
         cg.create()?;
         cg.write("pids.max", &MAX.to_string())?;
         let mut bomb = cgroup::sh_in(&cg.dir, BOMB);

@@ -10,7 +10,7 @@ use isolab_runtime::host::NamespaceKind;
 use crate::answers::{self, Answers};
 use crate::error::LabError;
 use crate::workspace::nonce;
-use crate::{Lab, Lang, Need, StepResult, Workspace, observe, rootfs};
+use crate::{Lab, Need, StepResult, Workspace, observe, rootfs};
 
 pub static LAB: UserNamespaceLab = UserNamespaceLab;
 
@@ -86,9 +86,7 @@ fn write_script(name: &str) -> String {
 }
 
 impl Lab for UserNamespaceLab {
-    fn id(&self) -> u32 {
-        5
-    }
+    lab_number!(5);
 
     fn minutes(&self) -> u32 {
         30
@@ -101,13 +99,6 @@ impl Lab for UserNamespaceLab {
             Need::Namespace(NamespaceKind::Mnt),
             Need::Command("busybox"),
         ]
-    }
-
-    fn text(&self, lang: Lang) -> &'static str {
-        match lang {
-            Lang::En => include_str!("../../content/5/en.md"),
-            Lang::Zh => include_str!("../../content/5/zh.md"),
-        }
     }
 
     fn start(&self, ws: &Workspace) -> Result<(), LabError> {
@@ -187,10 +178,6 @@ impl Lab for UserNamespaceLab {
         // Each `isolab run` removes its container's cgroup and mounts as it ends; what is
         // left is the workspace, with the root filesystem and the two files in it.
         Ok(())
-    }
-
-    fn solution(&self) -> &'static str {
-        include_str!("../../content/5/solution.md")
     }
 
     fn apply_solution(&self, ws: &Workspace) -> Result<(), LabError> {

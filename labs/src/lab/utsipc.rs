@@ -11,7 +11,7 @@ use isolab_runtime::host::NamespaceKind;
 use crate::answers::{self, Answers};
 use crate::error::LabError;
 use crate::observe;
-use crate::{Lab, Lang, Need, StepResult, Workspace};
+use crate::{Lab, Need, StepResult, Workspace};
 
 pub static LAB: UtsIpcLab = UtsIpcLab;
 
@@ -115,9 +115,7 @@ fn parse_queues(text: &str) -> Vec<Queue> {
 }
 
 impl Lab for UtsIpcLab {
-    fn id(&self) -> u32 {
-        3
-    }
+    lab_number!(3);
 
     fn minutes(&self) -> u32 {
         30
@@ -133,13 +131,6 @@ impl Lab for UtsIpcLab {
             Need::Command("hostname"),
             Need::Command("ipcmk"),
         ]
-    }
-
-    fn text(&self, lang: Lang) -> &'static str {
-        match lang {
-            Lang::En => include_str!("../../content/3/en.md"),
-            Lang::Zh => include_str!("../../content/3/zh.md"),
-        }
     }
 
     fn start(&self, ws: &Workspace) -> Result<(), LabError> {
@@ -238,10 +229,6 @@ impl Lab for UtsIpcLab {
             NsFile::observe(ws, kind)?.end_processes();
         }
         Ok(())
-    }
-
-    fn solution(&self) -> &'static str {
-        include_str!("../../content/3/solution.md")
     }
 
     fn apply_solution(&self, ws: &Workspace) -> Result<(), LabError> {

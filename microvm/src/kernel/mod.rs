@@ -16,6 +16,9 @@ pub mod vmlinux;
 pub const METAPACKAGE: &str = "linux-image-cloud-amd64";
 pub const DEFAULT_CACHE: &str = "/var/cache/isolab/kernels";
 const CURRENT: &str = "current";
+/// Beside a stored kernel: the modules a boot from `--disk` loads
+/// ([`crate::linux::initramfs::DISK_MODULES`]), as `NAME.ko`.
+pub const MODULES: &str = "modules";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -39,6 +42,8 @@ pub enum KernelError {
     NoPackage,
     #[error("{0}: no boot/vmlinuz-* inside")]
     NoVmlinuz(PathBuf),
+    #[error("module {0} is not in the kernel package")]
+    NoModule(String),
     #[error("no kernel fetched yet: run `isolab kernel fetch` (or pass --kernel)")]
     NotFetched,
     #[error("decompressing {path} into an ELF vmlinux")]
@@ -105,19 +110,11 @@ pub fn write_vmlinux(vmlinuz: &Path, out: &Path) -> Result<(), KernelError> {
 
 /// The stored kernel, fetched first if there is none; `log` hears about each step.
 pub fn fetch(cache: &Path, log: &mut dyn FnMut(&str)) -> Result<Stored, KernelError> {
-    if let Ok(kernel) = stored(cache) {
+    // A kernel stored before its vmlinux or modules were kept beside it is fetched again.
+    if let Ok(kernel) = stored(cache)
+        && kernel.vmlinux.with_file_name(MODULES).is_dir()
+    {
         return Ok(kernel);
-    }
-    // A kernel stored before vmlinux was kept beside it only needs decompressing.
-    if let Ok(package) = fs::read_to_string(cache.join(CURRENT)) {
-        let dir = cache.join(package.trim());
-        if dir.join("vmlinuz").is_file() {
-            log("decompressing vmlinuz into vmlinux");
-            let partial = dir.join(".vmlinux");
-            write_vmlinux(&dir.join("vmlinuz"), &partial)?;
-            fs::rename(&partial, dir.join("vmlinux")).map_err(io_err(&dir))?;
-            return stored(cache);
-        }
     }
     fs::create_dir_all(cache).map_err(io_err(cache))?;
     let work = tempfile::Builder::new()
@@ -125,7 +122,7 @@ pub fn fetch(cache: &Path, log: &mut dyn FnMut(&str)) -> Result<Stored, KernelEr
         .tempdir_in(cache)
         .map_err(io_err(cache))?;
     let unpacked = download_and_unpack(work.path(), log)?;
-    let (name, vmlinuz) = (unpacked.package, unpacked.vmlinuz);
+    let (name, vmlinuz, unpacked_tree) = (unpacked.package, unpacked.vmlinuz, unpacked.tree);
     let out = work.path().join("out");
     fs::create_dir_all(&out).map_err(io_err(&out))?;
     let bytes = fs::read(&vmlinuz).map_err(io_err(&vmlinuz))?;
@@ -134,9 +131,16 @@ pub fn fetch(cache: &Path, log: &mut dyn FnMut(&str)) -> Result<Stored, KernelEr
     fs::write(out.join("sha256"), format!("{sha256}\n")).map_err(io_err(&out))?;
     log("decompressing vmlinuz into vmlinux");
     write_vmlinux(&out.join("vmlinuz"), &out.join("vmlinux"))?;
+    keep_modules(&unpacked_tree, &out.join(MODULES))?;
     let dir = cache.join(&name);
     if !dir.join("vmlinuz").is_file() {
         fs::rename(&out, &dir).map_err(io_err(&dir))?;
+    } else {
+        for part in ["vmlinux", MODULES] {
+            if !dir.join(part).exists() {
+                fs::rename(out.join(part), dir.join(part)).map_err(io_err(&dir))?;
+            }
+        }
     }
     let current = work.path().join(CURRENT);
     fs::write(&current, &name).map_err(io_err(&current))?;
@@ -208,6 +212,35 @@ pub fn download_and_unpack(
     })
 }
 
+/// Copies the `--disk` boot's modules out of an unpacked package's `lib/modules` into `to`.
+fn keep_modules(tree: &Path, to: &Path) -> Result<(), KernelError> {
+    fs::create_dir_all(to).map_err(io_err(to))?;
+    for module in crate::linux::initramfs::DISK_MODULES {
+        let file = format!("{module}.ko");
+        let found = find_file(&tree.join("lib/modules"), &file)
+            .ok_or_else(|| KernelError::NoModule(file.clone()))?;
+        fs::copy(&found, to.join(&file)).map_err(io_err(&found))?;
+    }
+    Ok(())
+}
+
+/// The first file called `name` under `dir`, depth first.
+fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
+    let mut entries: Vec<PathBuf> = fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    entries.iter().find_map(|path| {
+        if path.is_dir() {
+            find_file(path, name)
+        } else {
+            (path.file_name()? == name).then(|| path.clone())
+        }
+    })
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -261,6 +294,29 @@ mod tests {
     }
 
     #[test]
+    fn modules_are_found_anywhere_below_lib_modules() {
+        let tree = tempfile::tempdir().unwrap();
+        let base = tree.path().join("lib/modules/6.1.0-x/kernel/drivers");
+        for (dir, module) in [
+            ("virtio", "virtio"),
+            ("virtio", "virtio_ring"),
+            ("virtio", "virtio_mmio"),
+            ("block", "virtio_blk"),
+        ] {
+            fs::create_dir_all(base.join(dir)).unwrap();
+            fs::write(base.join(dir).join(format!("{module}.ko")), module).unwrap();
+        }
+        let out = tree.path().join("out");
+        keep_modules(tree.path(), &out).unwrap();
+        assert_eq!(fs::read(out.join("virtio_blk.ko")).unwrap(), b"virtio_blk");
+        fs::remove_file(base.join("block/virtio_blk.ko")).unwrap();
+        assert!(matches!(
+            keep_modules(tree.path(), &out),
+            Err(KernelError::NoModule(m)) if m == "virtio_blk.ko"
+        ));
+    }
+
+    #[test]
     fn a_stored_kernel_is_found_offline() {
         let cache = tempfile::tempdir().unwrap();
         assert!(matches!(stored(cache.path()), Err(KernelError::NotFetched)));
@@ -274,6 +330,7 @@ mod tests {
             "a cache without vmlinux is fetched again"
         );
         fs::write(dir.join("vmlinux"), b"\x7fELF").unwrap();
+        fs::create_dir(dir.join(MODULES)).unwrap();
         fs::write(cache.path().join(CURRENT), "linux-image-x_1_amd64").unwrap();
         let kernel = fetch(cache.path(), &mut |_| panic!("no network when cached")).unwrap();
         assert_eq!(kernel.sha256, "abc");

@@ -52,9 +52,10 @@ const DSDT_AML: [u8; 52] = [
 ];
 
 /// The tables for `vcpus` vCPUs, to be written at [`BASE`]: RSDP, XSDT, FADT, DSDT, MADT,
-/// each 16-byte aligned.
-pub fn build(vcpus: u8) -> Vec<u8> {
-    let dsdt = table(b"DSDT", 2, &DSDT_AML);
+/// each 16-byte aligned. `more_aml` goes into the DSDT after the serial port (e.g. the
+/// disk's `Scope (\_SB) { Device … }`, see `virtio_blk::dsdt_device`).
+pub fn build(vcpus: u8, more_aml: &[u8]) -> Vec<u8> {
+    let dsdt = table(b"DSDT", 2, &[&DSDT_AML[..], more_aml].concat());
     let mut madt_body = Vec::new();
     madt_body.extend(LAPIC.to_le_bytes());
     // No PC-AT dual 8259: hardware-reduced guests use the APICs alone.
@@ -170,7 +171,7 @@ mod tests {
 
     #[test]
     fn the_rsdp_leads_through_the_xsdt_to_fadt_dsdt_and_madt() {
-        let tables = build(2);
+        let tables = build(2, &[]);
         assert_eq!(&tables[..8], b"RSD PTR ");
         assert_eq!(sum(&tables[..20]), 0);
         assert_eq!(sum(&tables[..RSDP_LEN]), 0);
@@ -189,7 +190,7 @@ mod tests {
 
     #[test]
     fn the_madt_lists_each_vcpu_and_the_io_apic() {
-        let tables = build(3);
+        let tables = build(3, &[]);
         let xsdt = table_at(&tables, u64_at(&tables, 24), b"XSDT");
         let madt = table_at(&tables, u64_at(xsdt, 44), b"APIC");
         assert_eq!(u32_at(madt, 36), LAPIC);
@@ -219,6 +220,6 @@ mod tests {
 
     #[test]
     fn the_tables_fit_below_the_bios_rom_end() {
-        assert!(BASE + build(u8::MAX).len() as u64 <= 0x10_0000);
+        assert!(BASE + build(u8::MAX, &[]).len() as u64 <= 0x10_0000);
     }
 }

@@ -56,7 +56,7 @@ const XLF_KERNEL_64: u16 = 1;
 const E820_RAM: u32 = 1;
 const E820_RESERVED: u32 = 2;
 /// A cmdline limit for ELF kernels, which carry no setup header to state theirs.
-const ELF_CMDLINE_MAX: usize = 2048;
+pub const ELF_CMDLINE_MAX: usize = 2048;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

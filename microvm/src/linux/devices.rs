@@ -13,6 +13,8 @@ use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use vm_superio::{Serial, Trigger, serial::NoEvents};
+
+use super::virtio_blk::{self, Block};
 use vmm_sys_util::eventfd::EventFd;
 
 pub const SERIAL_BASE: u16 = 0x3f8;
@@ -21,6 +23,8 @@ const I8042_DATA: u16 = 0x60;
 const I8042_COMMAND: u16 = 0x64;
 /// The line the workload prints once it runs.
 pub const READY: &str = "ISOLAB-READY";
+/// How the workload's figures line (its JSON) starts.
+const FIGURES_PREFIX: &str = "{\"mode\":";
 
 /// Raises the UART's interrupt line through its irqfd.
 #[derive(Debug)]
@@ -40,6 +44,8 @@ pub struct Console {
     started: Instant,
     /// Echo the guest's console to our stdout as it arrives.
     echo: bool,
+    /// Keep the workload's figures line out of the echo (see [`Console::hold_figures`]).
+    hold: bool,
     line: Vec<u8>,
     /// Every complete line, `\r` removed.
     pub lines: Vec<String>,
@@ -47,6 +53,8 @@ pub struct Console {
     pub ready: Option<Duration>,
     /// The first `Kernel panic` line.
     pub panic: Option<String>,
+    /// The last workload figures line (`{"mode":…`), when held back.
+    pub figures: Option<String>,
 }
 
 impl Console {
@@ -54,12 +62,23 @@ impl Console {
         Console {
             started,
             echo,
+            hold: false,
             line: Vec::new(),
             lines: Vec::new(),
             first_line: None,
             ready: None,
             panic: None,
+            figures: None,
         }
+    }
+
+    /// Holds the workload's figures line back from the echo, so that the caller can print
+    /// it last, with the monitor's own figures added: a launcher that reads the last
+    /// stdout line as the figures (the bench harness) then gets both, whatever the kernel
+    /// prints after the workload (its panic on init's exit).
+    pub fn hold_figures(mut self) -> Self {
+        self.hold = true;
+        self
     }
 
     fn byte(&mut self, byte: u8) {
@@ -76,7 +95,11 @@ impl Console {
                 if self.panic.is_none() && line.contains("Kernel panic - not syncing") {
                     self.panic = Some(line.trim().to_owned());
                 }
-                if self.echo {
+                let held = self.hold && line.starts_with(FIGURES_PREFIX);
+                if held {
+                    self.figures = Some(line.clone());
+                }
+                if self.echo && !held {
                     // A closed stdout must not stop the guest.
                     let mut out = io::stdout().lock();
                     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
@@ -113,12 +136,14 @@ pub struct PortCount {
     pub writes: u64,
 }
 
-/// The port bus.
+/// The port bus, and the MMIO window of the optional disk.
 #[derive(Debug)]
 pub struct Devices {
     pub serial: Serial<IrqTrigger, NoEvents, Console>,
     pub i8042: I8042,
     pub ports: BTreeMap<u16, PortCount>,
+    /// `--disk`: the virtio block device at [`virtio_blk::MMIO_BASE`].
+    pub block: Option<Block>,
 }
 
 impl Devices {
@@ -127,6 +152,25 @@ impl Devices {
             serial: Serial::new(IrqTrigger(irq), console),
             i8042: I8042::default(),
             ports: BTreeMap::new(),
+            block: None,
+        }
+    }
+
+    /// The disk's register offset for a guest access at `addr`, if it is the disk's.
+    fn block_at(&mut self, addr: u64) -> Option<(&mut Block, u64)> {
+        let offset = addr.checked_sub(virtio_blk::MMIO_BASE)?;
+        let block = self.block.as_mut()?;
+        (offset < virtio_blk::MMIO_SIZE).then_some((block, offset))
+    }
+
+    /// A guest MMIO access: writes go to the disk's registers, reads fill `data`; outside
+    /// them reads are zeros, as on a bus with nothing there.
+    pub fn mmio(&mut self, addr: u64, write: bool, data: &mut [u8]) {
+        match (self.block_at(addr), write) {
+            (Some((block, offset)), true) => block.write(offset, data),
+            (Some((block, offset)), false) => block.read(offset, data),
+            (None, true) => {}
+            (None, false) => data.fill(0),
         }
     }
 
@@ -302,6 +346,19 @@ mod tests {
                 .ends_with("exitcode=0x00000000")
         );
         assert_eq!(console.tail(1), console.lines[3]);
+    }
+
+    #[test]
+    fn held_figures_are_kept_apart() {
+        let mut console = Console::new(Instant::now(), false).hold_figures();
+        console
+            .write_all(b"ISOLAB-READY\r\n{\"mode\":\"ready\"}\r\nKernel panic\r\n")
+            .unwrap();
+        assert_eq!(console.figures.as_deref(), Some(r#"{"mode":"ready"}"#));
+        assert_eq!(console.lines.len(), 3, "every line is still kept");
+        let mut plain = Console::new(Instant::now(), false);
+        plain.write_all(b"{\"mode\":\"ready\"}\n").unwrap();
+        assert_eq!(plain.figures, None);
     }
 
     #[test]

@@ -11,8 +11,14 @@ use sha2::{Digest, Sha256};
 
 use super::cpio::{CpioError, CpioWriter};
 
-/// Changes whenever the archive's layout does, so old cached archives are not reused.
-const LAYOUT: &[u8] = b"isolab-initramfs-1: dev/ dev/console(5,1) init";
+/// Part of every archive's cache key: bump it when the way entries are written changes.
+const FORMAT: &[u8] = b"isolab-initramfs-2";
+/// The virtio modules a disk boot loads, in load order (Debian's cloud kernel builds them
+/// as modules), each after what it depends on: the rings, the core, the MMIO transport,
+/// the block driver.
+pub const DISK_MODULES: [&str; 4] = ["virtio_ring", "virtio", "virtio_mmio", "virtio_blk"];
+/// The static busybox a disk boot's init runs on (Debian's busybox-static).
+pub const BUSYBOX: &str = "/bin/busybox";
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitramfsError {
@@ -33,9 +39,108 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> InitramfsError + '_ {
     }
 }
 
-/// The cached initramfs for `workload`, written first if the cache lacks it.
+/// One entry of an archive.
+enum Entry<'a> {
+    Dir(&'a str),
+    /// `dev/console`, which the kernel opens for init before it runs.
+    Console,
+    /// A file copied from the host.
+    File(&'a str, u32, PathBuf),
+    Text(&'a str, u32, String),
+}
+
+/// The cached initramfs for `workload`: `/init` is the workload itself.
 pub fn ensure(cache: &Path, workload: &Path) -> Result<PathBuf, InitramfsError> {
-    let key = content_key(workload)?;
+    ensure_archive(
+        cache,
+        &[
+            Entry::Dir("dev"),
+            Entry::Console,
+            Entry::File("init", 0o755, workload.to_owned()),
+        ],
+    )
+}
+
+/// The cached initramfs for a boot from `--disk`: busybox, the virtio modules from
+/// `modules` ([`DISK_MODULES`], each `NAME.ko`) and an init script ([`disk_init`]) that
+/// loads them, mounts the disk read-only and hands over to the disk's `/init`.
+pub fn ensure_disk_boot(cache: &Path, modules: &Path) -> Result<PathBuf, InitramfsError> {
+    let mut entries = vec![
+        Entry::Dir("dev"),
+        Entry::Console,
+        Entry::Dir("bin"),
+        Entry::File("bin/busybox", 0o755, PathBuf::from(BUSYBOX)),
+        Entry::Dir("lib"),
+        Entry::Dir("lib/modules"),
+        Entry::Dir("root"),
+    ];
+    let names: Vec<String> = DISK_MODULES
+        .iter()
+        .map(|m| format!("lib/modules/{m}.ko"))
+        .collect();
+    for (name, module) in names.iter().zip(DISK_MODULES) {
+        entries.push(Entry::File(
+            name,
+            0o644,
+            modules.join(format!("{module}.ko")),
+        ));
+    }
+    entries.push(Entry::Text("init", 0o755, disk_init()));
+    ensure_archive(cache, &entries)
+}
+
+/// Init of a disk boot (busybox sh, PID 1). Its arguments (the workload's, from the
+/// command line after `--`) pass on to the disk's `/init`; a step that fails says which
+/// on the console and ends init with status 1.
+pub fn disk_init() -> String {
+    let insmods: String = DISK_MODULES
+        .iter()
+        .map(|m| format!("step insmod /lib/modules/{m}.ko\n"))
+        .collect();
+    format!(
+        r#"#!/bin/busybox sh
+# isolab disk boot (isolab_microvm::linux::initramfs::disk_init)
+export PATH=/bin
+/bin/busybox --install -s /bin
+step() {{ "$@" || {{ echo "isolab disk boot: '$*' failed"; exit 1; }}; }}
+step mount -t devtmpfs devtmpfs /dev
+{insmods}# The driver probes the device as its module loads; the node follows at once.
+tries=0
+while [ ! -b /dev/vda ]; do
+	tries=$((tries + 1))
+	[ $tries -le 500 ] || step test -b /dev/vda
+	usleep 10000
+done
+step mount -t ext4 -o ro /dev/vda /root
+umount /dev
+exec switch_root /root /init "$@"
+"#
+    )
+}
+
+/// Writes (once) the archive of `entries`, named after the hash of their names, modes
+/// and contents.
+fn ensure_archive(cache: &Path, entries: &[Entry]) -> Result<PathBuf, InitramfsError> {
+    let mut hash = Sha256::new();
+    hash.update(FORMAT);
+    for entry in entries {
+        match entry {
+            Entry::Dir(name) => hash.update(format!("d {name}\n")),
+            Entry::Console => hash.update("console\n"),
+            Entry::File(name, perm, path) => {
+                hash.update(format!("f {name} {perm:o}\n"));
+                hash_file(&mut hash, path)?;
+            }
+            Entry::Text(name, perm, text) => {
+                hash.update(format!("f {name} {perm:o} {}\n", text.len()));
+                hash.update(text);
+            }
+        }
+    }
+    let key: String = hash.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let path = cache.join(format!("initramfs-{key}.cpio"));
     if path.is_file() {
         return Ok(path);
@@ -44,9 +149,14 @@ pub fn ensure(cache: &Path, workload: &Path) -> Result<PathBuf, InitramfsError> 
     // Written under a private name and renamed, so a concurrent run never reads half.
     let tmp = tempfile::NamedTempFile::new_in(cache).map_err(io_err(cache))?;
     let mut writer = CpioWriter::new(BufWriter::new(tmp.as_file()));
-    writer.dir("dev", 0o755)?;
-    writer.char_device("dev/console", 0o600, 5, 1)?;
-    writer.file_from("init", 0o755, workload)?;
+    for entry in entries {
+        match entry {
+            Entry::Dir(name) => writer.dir(name, 0o755)?,
+            Entry::Console => writer.char_device("dev/console", 0o600, 5, 1)?,
+            Entry::File(name, perm, path) => writer.file_from(name, *perm, path)?,
+            Entry::Text(name, perm, text) => writer.file(name, *perm, text.as_bytes())?,
+        }
+    }
     writer.finish()?;
     tmp.persist(&path).map_err(|e| InitramfsError::Io {
         path: path.clone(),
@@ -55,27 +165,37 @@ pub fn ensure(cache: &Path, workload: &Path) -> Result<PathBuf, InitramfsError> 
     Ok(path)
 }
 
-/// The first 16 hex digits of SHA-256 over the layout and the workload's bytes.
-fn content_key(workload: &Path) -> Result<String, InitramfsError> {
-    let mut file = File::open(workload).map_err(io_err(workload))?;
-    let mut hash = Sha256::new();
-    hash.update(LAYOUT);
+fn hash_file(hash: &mut Sha256, path: &Path) -> Result<(), InitramfsError> {
+    let mut file = File::open(path).map_err(io_err(path))?;
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        match file.read(&mut buf).map_err(io_err(workload))? {
-            0 => break,
+        match file.read(&mut buf).map_err(io_err(path))? {
+            0 => return Ok(()),
             n => hash.update(&buf[..n]),
         }
     }
-    Ok(hash.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_disk_boot_loads_the_modules_in_order_and_hands_over_to_the_disks_init() {
+        let init = disk_init();
+        let insmods: Vec<&str> = init.lines().filter(|l| l.contains("insmod")).collect();
+        assert_eq!(insmods.len(), 4);
+        assert!(insmods[0].ends_with("/virtio_ring.ko") && insmods[3].ends_with("/virtio_blk.ko"));
+        let mount = init.find("mount -t ext4 -o ro /dev/vda /root").unwrap();
+        assert!(init.find("virtio_blk.ko").unwrap() < mount);
+        assert!(
+            init.trim_end()
+                .ends_with(r#"exec switch_root /root /init "$@""#)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let missing = ensure_disk_boot(&dir.path().join("cache"), dir.path()).unwrap_err();
+        assert!(missing.to_string().contains("virtio_ring.ko"), "{missing}");
+    }
 
     #[test]
     fn archives_are_cached_by_content() {

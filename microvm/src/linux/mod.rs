@@ -3,7 +3,9 @@
 //! The monitor loads an ELF vmlinux or a bzImage ([`boot`]), gives the guest an in-kernel
 //! irqchip and PIT, a 16550 console and an i8042 ([`devices`]), ACPI tables ([`acpi`]) and
 //! an MP table ([`mptable`], for kernels without ACPI) for its vCPUs, and an initramfs
-//! whose `/init` is `isolab-workload` ([`initramfs`]).
+//! whose `/init` is `isolab-workload` ([`initramfs`]) — or, with `--disk`, a read-only
+//! virtio block device holding it ([`virtio_blk`]) and an initramfs that mounts it.
+//! [`peer`] boots the same guest under QEMU's microvm machine, for comparison.
 //!
 //! # How a run ends
 //!
@@ -27,6 +29,8 @@ pub mod cpuid;
 pub mod devices;
 pub mod initramfs;
 pub mod mptable;
+pub mod peer;
+pub mod virtio_blk;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -81,6 +85,20 @@ pub struct Config {
     pub cache: PathBuf,
     /// Copy the guest's console to stdout as it arrives.
     pub echo: bool,
+    /// Hold the workload's figures line back from the echo ([`Console::hold_figures`]); it
+    /// is then in [`Run::figures`].
+    pub hold_figures: bool,
+    /// Called once on a thread of its own as the guest starts, to give back the memory
+    /// that setting the VM up needed and running it does not (`isolab_runtime::memory::
+    /// shed`): the binary's pages for argument parsing, the initramfs, ELF and boot
+    /// protocol code. The vCPU loop faults back the few pages it uses, from the page cache.
+    pub shed: Option<fn()>,
+    /// `--disk`: a read-only virtio block device over this image ([`virtio_blk`]); the
+    /// guest boots from it: its `/init` is the workload. The initramfs is then busybox and
+    /// the virtio modules, taken from `modules/` beside the kernel file (where `isolab
+    /// kernel fetch` keeps them), whose init mounts the disk and hands over to it
+    /// ([`initramfs::disk_init`]).
+    pub disk: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +137,14 @@ pub enum Error {
     EventFd(#[source] std::io::Error),
     #[error("starting a vCPU thread or the watchdog")]
     Thread(#[source] std::io::Error),
+    #[error(transparent)]
+    Peer(#[from] peer::PeerError),
+    #[error(transparent)]
+    Disk(#[from] virtio_blk::DiskError),
+    #[error(
+        "--disk needs the kernel's virtio modules in {0} (`isolab kernel fetch` keeps them beside the kernels it stores)"
+    )]
+    DiskModules(PathBuf),
 }
 
 /// How the guest ended.
@@ -162,35 +188,22 @@ pub struct Run {
     pub ports: BTreeMap<u16, PortCount>,
     /// The last console lines, for messages.
     pub console_tail: String,
+    /// The workload's figures line, when [`Config::hold_figures`] held it back.
+    pub figures: Option<String>,
+    /// Requests the `--disk` device served.
+    pub disk_requests: Option<u64>,
     pub explanation: Explanation,
 }
 
 /// Boots the kernel with the workload as init and runs it to its end.
 pub fn run(config: &Config) -> Result<Run, Error> {
     let mut trace = Trace::new();
-    // Inputs first, so a wrong file is named before anything about the host.
-    let mut kernel = File::open(&config.kernel).map_err(|source| Error::Kernel {
-        path: config.kernel.clone(),
-        source,
-    })?;
-    let format = boot::probe(&mut kernel, &config.kernel.display().to_string())?;
-    if !(MIN_RAM..=boot::MAX_RAM).contains(&config.mem_size) {
-        return Err(Error::MemSize(config.mem_size >> 20));
-    }
-    if !(1..=mptable::MAX_VCPUS).contains(&config.vcpus) {
-        return Err(Error::Vcpus(config.vcpus));
-    }
-    match KvmKind::detect() {
-        KvmKind::Pvm => return Err(Error::Pvm),
-        KvmKind::Absent => return Err(Error::NoKvm),
-        KvmKind::Vmx { .. } | KvmKind::Svm { .. } => {}
-    }
-    let initrd_path = match &config.initrd {
-        Some(path) => path.clone(),
-        None => trace.step("initramfs (cached by content)", || {
-            initramfs::ensure(&config.cache, &config.workload)
-        })?,
-    };
+    let Inputs {
+        mut kernel,
+        format,
+        initrd: initrd_path,
+        disk,
+    } = check_inputs(config, &mut trace)?;
     let initrd_err = |source| Error::Initrd {
         path: initrd_path.clone(),
         source,
@@ -200,6 +213,7 @@ pub fn run(config: &Config) -> Result<Run, Error> {
 
     let cpuid = trace.step("KVM_GET_SUPPORTED_CPUID", vm::supported_cpuid)?;
     let serial_irq = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
+    let disk_irq = EventFd::new(EFD_NONBLOCK).map_err(Error::EventFd)?;
     let mut vm = Vm::new_with(config.mem_size as usize, &mut trace, |fd, trace| {
         let ioctl = |ioctl| move |source| vm::Error::Vcpu { ioctl, source };
         trace
@@ -216,8 +230,17 @@ pub fn run(config: &Config) -> Result<Run, Error> {
             .step("KVM_IRQFD (serial, GSI 4)", || {
                 fd.register_irqfd(&serial_irq, SERIAL_IRQ)
             })
-            .map_err(ioctl("KVM_IRQFD"))
+            .map_err(ioctl("KVM_IRQFD"))?;
+        if config.disk.is_some() {
+            trace
+                .step("KVM_IRQFD (disk, GSI 5)", || {
+                    fd.register_irqfd(&disk_irq, virtio_blk::IRQ)
+                })
+                .map_err(ioctl("KVM_IRQFD"))?;
+        }
+        Ok(())
     })?;
+    let block = disk.map(|image| virtio_blk::Block::new(image, vm.memory().clone(), disk_irq));
 
     let loaded = trace.step("load kernel", || {
         boot::load_kernel(
@@ -238,8 +261,13 @@ pub fn run(config: &Config) -> Result<Run, Error> {
             )
         })
         .map_err(|e| initrd_err(std::io::Error::other(e)))?;
+    // `nomodule` would keep the disk boot's init from loading the virtio modules.
+    let base = match config.disk {
+        Some(_) => BASE_CMDLINE.replace(" nomodule", ""),
+        None => BASE_CMDLINE.to_owned(),
+    };
     let line = boot::cmdline(
-        BASE_CMDLINE,
+        &base,
         config.cmdline.as_deref(),
         &config.args,
         boot::cmdline_capacity(&loaded.header),
@@ -256,8 +284,14 @@ pub fn run(config: &Config) -> Result<Run, Error> {
     })?;
     trace
         .step("ACPI and MP tables", || {
-            vm.memory()
-                .write_slice(&acpi::build(config.vcpus), GuestAddress(acpi::BASE))?;
+            let disk_aml = match block {
+                Some(_) => virtio_blk::dsdt_device(),
+                None => Vec::new(),
+            };
+            vm.memory().write_slice(
+                &acpi::build(config.vcpus, &disk_aml),
+                GuestAddress(acpi::BASE),
+            )?;
             vm.memory().write_slice(
                 &mptable::build(boot::EBDA, config.vcpus),
                 GuestAddress(boot::EBDA),
@@ -289,10 +323,9 @@ pub fn run(config: &Config) -> Result<Run, Error> {
         aps.push(vcpu);
     }
 
-    let devices = Arc::new(Mutex::new(Devices::new(
-        serial_irq,
-        Console::new(trace_origin(&trace), config.echo),
-    )));
+    let mut devices = Devices::new(serial_irq, console_for(config, trace_origin(&trace)));
+    devices.block = block;
+    let devices = Arc::new(Mutex::new(devices));
     let timeout = config.timeout.unwrap_or(DEFAULT_TIMEOUT);
     let watchdog = Watchdog::start(Some(timeout), vm.kicker()).map_err(Error::Thread)?;
     let ap_exits = Arc::new(AtomicU64::new(0));
@@ -319,6 +352,12 @@ pub fn run(config: &Config) -> Result<Run, Error> {
                 .recv()
                 .map_err(|e| Error::Thread(std::io::Error::other(e)))?;
             handles.push((handle, kicker));
+        }
+        if let Some(shed) = config.shed {
+            std::thread::Builder::new()
+                .name("isolab-shed".into())
+                .spawn_scoped(scope, shed)
+                .map_err(Error::Thread)?;
         }
         let outcome = run_bsp(&mut vm, &devices, &watchdog, timeout);
         stop.store(true, Ordering::SeqCst);
@@ -373,9 +412,82 @@ pub fn run(config: &Config) -> Result<Run, Error> {
         vmm_anon,
         guest_ram_touched: ram.map(|r| r.total),
         console_tail: console.tail(TAIL),
+        figures: console.figures.clone(),
+        disk_requests: devices.block.as_ref().map(|b| b.requests),
         ports: devices.ports.clone(),
         explanation,
     })
+}
+
+/// What [`check_inputs`] opened and built.
+struct Inputs {
+    kernel: File,
+    format: boot::Format,
+    initrd: PathBuf,
+    disk: Option<virtio_blk::Image>,
+}
+
+/// What every run checks before it boots, whatever the VMM: the kernel file (opened, and
+/// its format), the disk image, the memory and vCPU counts, then the host (standard KVM),
+/// then the initramfs (built, or the given initrd). Inputs come first, so a wrong file is
+/// named before anything about the host.
+fn check_inputs(config: &Config, trace: &mut Trace) -> Result<Inputs, Error> {
+    let mut kernel = File::open(&config.kernel).map_err(|source| Error::Kernel {
+        path: config.kernel.clone(),
+        source,
+    })?;
+    let format = boot::probe(&mut kernel, &config.kernel.display().to_string())?;
+    let disk = config
+        .disk
+        .as_deref()
+        .map(virtio_blk::Image::open)
+        .transpose()?;
+    if !(MIN_RAM..=boot::MAX_RAM).contains(&config.mem_size) {
+        return Err(Error::MemSize(config.mem_size >> 20));
+    }
+    if !(1..=mptable::MAX_VCPUS).contains(&config.vcpus) {
+        return Err(Error::Vcpus(config.vcpus));
+    }
+    match KvmKind::detect() {
+        KvmKind::Pvm => return Err(Error::Pvm),
+        KvmKind::Absent => return Err(Error::NoKvm),
+        KvmKind::Vmx { .. } | KvmKind::Svm { .. } => {}
+    }
+    let initrd = match (&config.initrd, &config.disk) {
+        (Some(path), _) => path.clone(),
+        (None, None) => trace.step("initramfs (cached by content)", || {
+            initramfs::ensure(&config.cache, &config.workload)
+        })?,
+        (None, Some(_)) => {
+            let modules = config
+                .kernel
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join("modules");
+            if !modules.is_dir() {
+                return Err(Error::DiskModules(modules));
+            }
+            trace.step("disk boot initramfs (cached by content)", || {
+                initramfs::ensure_disk_boot(&config.cache, &modules)
+            })?
+        }
+    };
+    Ok(Inputs {
+        kernel,
+        format,
+        initrd,
+        disk,
+    })
+}
+
+/// The guest's console as `config` asks for it, its times counted from `started`.
+fn console_for(config: &Config, started: Instant) -> Console {
+    let console = Console::new(started, config.echo);
+    if config.hold_figures {
+        console.hold_figures()
+    } else {
+        console
+    }
 }
 
 /// The instant the trace's times count from.
@@ -489,9 +601,15 @@ fn run_bsp(
                     });
                 }
             }
-            // HLT and MMIO: with the in-kernel irqchip the former stays in KVM; MMIO to
-            // a hole reads as zeros, as on a bus with nothing there.
-            Exit::Hlt | Exit::Mmio(_) | Exit::Other(_) => {}
+            Exit::Mmio(addr) => {
+                let (write, data) = vm.mmio_data();
+                devices
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .mmio(addr, write, data);
+            }
+            // With the in-kernel irqchip HLT stays in KVM.
+            Exit::Hlt | Exit::Other(_) => {}
         }
     }
 }
@@ -511,6 +629,8 @@ fn run_ap(
         match exit {
             Ok(VcpuExit::IoOut(port, data)) => dev.port_write(port, data),
             Ok(VcpuExit::IoIn(port, data)) => dev.port_read(port, data),
+            Ok(VcpuExit::MmioWrite(addr, data)) => dev.mmio(addr, true, &mut data.to_vec()),
+            Ok(VcpuExit::MmioRead(addr, data)) => dev.mmio(addr, false, data),
             // The guest's end (reset, shutdown) is vCPU 0's to see: Linux stops the APs
             // before it resets, so an AP only waits to be told.
             _ => {}
@@ -546,12 +666,15 @@ fn block_stop_signals() {
 /// rather than at the reset that follows. Other panics run on to the reset, so the
 /// console tail keeps their stack dump.
 fn over(devices: &Devices) -> bool {
-    devices.reset()
-        || devices
-            .console()
-            .panic
-            .as_deref()
-            .is_some_and(|line| init_exit_status(line).is_some())
+    devices.reset() || init_exited(devices.console())
+}
+
+/// Whether the console shows init's exit (its panic line).
+fn init_exited(console: &Console) -> bool {
+    console
+        .panic
+        .as_deref()
+        .is_some_and(|line| init_exit_status(line).is_some())
 }
 
 /// The outcome a reset (or a post-panic shutdown) means, read from the console.
@@ -578,6 +701,11 @@ fn init_exit_status(panic: &str) -> Option<u32> {
 /// One total of this process's /proc/self/smaps_rollup, e.g. `Pss:`, in bytes.
 fn smaps_rollup(field: &str) -> Option<u64> {
     let text = std::fs::read_to_string("/proc/self/smaps_rollup").ok()?;
+    smaps_field(&text, field)
+}
+
+/// The first `field` line of smaps-formatted `text` (`Pss:   12 kB`), in bytes.
+fn smaps_field(text: &str, field: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)

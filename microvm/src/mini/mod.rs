@@ -219,7 +219,13 @@ pub enum Error {
     UnexpectedExit { exit: Exit, rip: u64 },
 }
 
-/// Boots a fresh VM, runs the program to its end, and tears everything down.
+/// The trace's milestone when the monitor's set-up is done and the guest is entered.
+pub const ENTER_GUEST: &str = "enter guest (first KVM_RUN)";
+/// The trace's milestone of the guest's first exit: the program's first system call.
+pub const FIRST_EXIT: &str = "first VM exit";
+
+/// Boots a fresh VM, runs the program to its end, and tears everything down. Its trace
+/// (the explanation's steps) counts from the moment it is called.
 pub fn run(config: &Config) -> Result<Run, Error> {
     let mut trace = Trace::new();
     let ram = align_up(config.mem_size, HUGE_PAGE);
@@ -278,7 +284,7 @@ pub fn run(config: &Config) -> Result<Run, Error> {
 
     let mut kernel = Kernel::new(ram, program.end, stack_bottom, stack_size, EXECFN);
     let watchdog = Watchdog::start(config.timeout, vm.kicker()).map_err(Error::Watchdog)?;
-    trace.mark("enter guest (first KVM_RUN)");
+    trace.mark(ENTER_GUEST);
     let mut stats: BTreeMap<u64, SyscallStat> = BTreeMap::new();
     let outcome = run_loop(
         &mut vm,
@@ -337,7 +343,7 @@ fn run_loop(
         }
         let exit = vm.run()?;
         if first_exit {
-            trace.mark("first VM exit");
+            trace.mark(FIRST_EXIT);
             first_exit = false;
         }
         let served = Instant::now();

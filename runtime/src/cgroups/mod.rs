@@ -2,9 +2,10 @@
 //! implementation. Hybrid hosts (v1 controllers plus an empty cgroup2 mount) use v1, because
 //! that is where their controllers are.
 //!
-//! Each container gets `isolab/<name>` under each hierarchy it needs; the parent process
-//! creates it and writes the limits while the child is still setting up its mounts, then
-//! places the child in it before the child may exec.
+//! Each container gets `isolab/<name>` under each hierarchy it needs (or, for an OCI
+//! bundle, its `linux.cgroupsPath`: see [`CgroupPath`]); the parent process creates it and
+//! writes the limits while the child is still setting up its mounts, then places the child
+//! in it before the child may exec.
 
 mod pids;
 mod v1;
@@ -14,6 +15,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -208,22 +210,234 @@ pub trait CgroupManager: fmt::Debug {
         }
         files.iter().try_for_each(|file| write(explain, file, "0"))
     }
-    /// Removes the container's cgroup(s); ones that were never created are no error.
+    /// Removes the container's cgroup(s), and the levels above them that this manager
+    /// created and nothing else uses; ones that were never created are no error.
     fn remove(&self, explain: &Explain) -> Result<(), CgroupError>;
+    /// The levels above the container's cgroup(s) that [`create`](Self::create) made, for
+    /// [`at`] to remove them with the container later.
+    fn created_parents(&self) -> Vec<PathBuf>;
+}
+
+/// Where a container's cgroup directory goes in each hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupPath {
+    /// `isolab/<name>` under each root: isolab's own containers. `isolab/` is shared by all
+    /// of them and stays.
+    Named(String),
+    /// An OCI `linux.cgroupsPath`: an absolute one from each hierarchy's root, a relative
+    /// one from this process's own cgroup in that hierarchy (the runtime spec's
+    /// runtime-determined location, as runc reads it).
+    Given(PathBuf),
+}
+
+impl CgroupPath {
+    /// The container's name in messages (a taken name, a taken path).
+    fn label(&self) -> String {
+        match self {
+            CgroupPath::Named(name) => name.clone(),
+            CgroupPath::Given(path) => path.display().to_string(),
+        }
+    }
+
+    /// The container's directory in the hierarchy mounted at `root`, whose own cgroup (from
+    /// /proc/self/cgroup) is `own`.
+    fn place(&self, root: &Path, own: impl FnOnce() -> PathBuf) -> Place {
+        match self {
+            CgroupPath::Named(name) => {
+                let base = root.join(PARENT_DIR);
+                Place {
+                    dir: base.join(name),
+                    base,
+                    created: Mutex::default(),
+                }
+            }
+            CgroupPath::Given(path) if path.is_absolute() => Place {
+                dir: root.join(path.strip_prefix("/").unwrap_or(path)),
+                base: root.to_path_buf(),
+                created: Mutex::default(),
+            },
+            CgroupPath::Given(path) => {
+                let own = own();
+                let base = root.join(own.strip_prefix("/").unwrap_or(&own));
+                Place {
+                    dir: base.join(path),
+                    base,
+                    created: Mutex::default(),
+                }
+            }
+        }
+    }
+}
+
+/// One hierarchy's cgroup of a container: `base` exists or is shared (created if missing,
+/// never removed), the levels between it and `dir` are made as needed and removed again,
+/// if empty, by whoever made them.
+#[derive(Debug)]
+struct Place {
+    base: PathBuf,
+    dir: PathBuf,
+    /// The levels below `base` this manager created, outermost first.
+    created: Mutex<Vec<PathBuf>>,
+}
+
+impl Place {
+    /// A directory that exists already, with the levels above it that its creator made.
+    fn existing(dir: PathBuf, created: &[PathBuf]) -> Self {
+        Place {
+            base: dir.clone(),
+            created: Mutex::new(
+                created
+                    .iter()
+                    .filter(|c| dir.starts_with(c))
+                    .cloned()
+                    .collect(),
+            ),
+            dir,
+        }
+    }
+
+    /// The levels from `base` (excluded) down to `dir` (included).
+    fn levels(&self) -> Vec<PathBuf> {
+        let mut levels: Vec<PathBuf> = self
+            .dir
+            .ancestors()
+            .take_while(|a| *a != self.base && a.starts_with(&self.base))
+            .map(Path::to_path_buf)
+            .collect();
+        levels.reverse();
+        levels
+    }
+
+    /// Creates `base` if missing, every missing level below it, and `dir`, which must be
+    /// new; `each` runs on a level's parent before the level is made (v2: enable the
+    /// controllers there). A level removed meanwhile by another container's cleanup
+    /// (ENOENT under it) starts the walk again.
+    fn create(
+        &self,
+        label: &str,
+        explain: &Explain,
+        mut each: impl FnMut(&Path) -> Result<(), CgroupError>,
+    ) -> Result<(), CgroupError> {
+        const TRIES: u32 = 10;
+        let mut created = self.created.lock().unwrap_or_else(|e| e.into_inner());
+        for attempt in 1.. {
+            ensure_parent(explain, &self.base)?;
+            let mut parent = self.base.clone();
+            let mut outcome = Ok(());
+            for level in self.levels() {
+                each(&parent)?;
+                let made = if level == self.dir {
+                    create_leaf(explain, &level, label).map(|()| false)
+                } else {
+                    ensure_parent(explain, &level)
+                };
+                match made {
+                    Ok(true) => created.push(level.clone()),
+                    Ok(false) => {}
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+                parent = level;
+            }
+            match outcome {
+                Err(CgroupError::Create { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound && attempt < TRIES => {}
+                other => return other,
+            }
+        }
+        unreachable!("the loop returns by its last attempt")
+    }
+
+    /// Removes `dir`, then the levels this manager created that nothing else uses now.
+    fn remove(&self, explain: &Explain) -> Result<(), CgroupError> {
+        remove_dir(explain, &self.dir)?;
+        let created = self.created.lock().unwrap_or_else(|e| e.into_inner());
+        for level in created.iter().rev().filter(|l| **l != self.dir) {
+            match std::fs::remove_dir(level) {
+                Ok(()) => explain.step(format_args!("rmdir {}", level.display())),
+                // Another container's cgroup is in it: it stays for that one.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOTEMPTY | libc::EBUSY | libc::ENOENT)
+                    ) => {}
+                Err(source) => {
+                    return Err(CgroupError::Remove {
+                        path: level.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn created(&self) -> Vec<PathBuf> {
+        self.created
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// This process's cgroup in the hierarchy whose /proc/self/cgroup entry is named by
+/// `controllers` (v1: `memory`, `cpu,cpuacct`, `name=systemd`; v2: empty); `/` when
+/// there is no such line.
+fn own_cgroup(controllers: &str) -> PathBuf {
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    own_cgroup_in(&text, controllers)
+}
+
+fn own_cgroup_in(text: &str, controllers: &str) -> PathBuf {
+    let wanted: BTreeSet<&str> = controllers.split(',').filter(|c| !c.is_empty()).collect();
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            let (_, list, path) = (fields.next()?, fields.next()?, fields.next()?);
+            let have: BTreeSet<&str> = list.split(',').filter(|c| !c.is_empty()).collect();
+            (have == wanted).then(|| PathBuf::from(path))
+        })
+        .next()
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 /// The manager for this host's cgroup layout; fails (before anything is created) when the
 /// host lacks a controller or file a requested limit needs.
-pub fn for_host(name: &str, resources: &Resources) -> Result<Box<dyn CgroupManager>, CgroupError> {
+pub fn for_host(
+    path: &CgroupPath,
+    resources: &Resources,
+) -> Result<Box<dyn CgroupManager>, CgroupError> {
     let host = CgroupSupport::detect()?;
     Ok(match (host.mode, host.unified) {
         (CgroupMode::V2, Some(unified)) => Box::new(v2::V2Manager::new(
             &unified.mount_point,
             &unified.controllers,
-            name,
+            path,
             resources,
         )?),
-        _ => Box::new(v1::V1Manager::new(name, resources, host.v1_hierarchies)?),
+        _ => Box::new(v1::V1Manager::new(path, resources, host.v1_hierarchies)?),
+    })
+}
+
+/// The manager for the cgroup directories `dirs` (what [`CgroupManager::paths`] said when
+/// they were created), which also removes the levels above them listed in `created`
+/// ([`CgroupManager::created_parents`]). Directories that are gone are left out.
+pub fn at(dirs: &[PathBuf], created: &[PathBuf]) -> Result<Box<dyn CgroupManager>, CgroupError> {
+    let host = CgroupSupport::detect()?;
+    Ok(match (host.mode, host.unified, dirs.first()) {
+        (CgroupMode::V2, Some(unified), Some(dir)) => Box::new(v2::V2Manager::at(
+            &unified.mount_point,
+            dir.clone(),
+            created,
+        )),
+        // v1, or no directory at all (a manager of no hierarchy, which does nothing).
+        _ => Box::new(v1::V1Manager::at(
+            dirs.iter().filter(|d| d.is_dir()).cloned().collect(),
+            created,
+            host.v1_hierarchies,
+        )),
     })
 }
 

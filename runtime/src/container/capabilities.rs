@@ -8,6 +8,7 @@
 
 use caps::{CapSet, Capability, CapsHashSet};
 
+use super::extra::CapabilitySets;
 use crate::explain::Explain;
 
 /// moby oci/caps/defaults.go; its mask is 0x00000000a80425fb.
@@ -31,7 +32,11 @@ pub(crate) const DOCKER_DEFAULT: [Capability; 14] = [
 /// Everything decided before the clone, so the child only makes the calls.
 #[derive(Debug, Clone)]
 pub(crate) struct CapabilityPlan {
+    /// The permitted set.
     keep: CapsHashSet,
+    effective: CapsHashSet,
+    inheritable: CapsHashSet,
+    ambient: CapsHashSet,
     /// Capabilities this kernel knows that are not kept.
     drop_from_bounding: Vec<Capability>,
 }
@@ -48,9 +53,43 @@ impl CapabilityPlan {
             .filter(|c| !keep.contains(c))
             .collect();
         CapabilityPlan {
+            effective: keep.clone(),
+            inheritable: keep.clone(),
+            ambient: CapsHashSet::new(),
             keep,
             drop_from_bounding,
         }
+    }
+
+    /// The sets an OCI config lists, by kernel name; an unknown name is refused.
+    pub(crate) fn from_sets(sets: &CapabilitySets) -> Result<Self, String> {
+        let parse = |names: &[String]| -> Result<CapsHashSet, String> {
+            names
+                .iter()
+                .map(|n| {
+                    n.parse::<Capability>()
+                        .map_err(|_| format!("unknown capability {n:?}"))
+                })
+                .collect()
+        };
+        let bounding = parse(&sets.bounding)?;
+        let (keep, inheritable) = (parse(&sets.permitted)?, parse(&sets.inheritable)?);
+        // The kernel raises an ambient capability only if it is permitted and inheritable;
+        // configs (runc's default one) list others, which runc skips with a warning.
+        let ambient = parse(&sets.ambient)?
+            .into_iter()
+            .filter(|c| keep.contains(c) && inheritable.contains(c))
+            .collect();
+        Ok(CapabilityPlan {
+            effective: parse(&sets.effective)?,
+            keep,
+            inheritable,
+            ambient,
+            drop_from_bounding: caps::runtime::thread_all_supported()
+                .into_iter()
+                .filter(|c| !bounding.contains(c))
+                .collect(),
+        })
     }
 
     pub(crate) fn mask(&self) -> u64 {
@@ -89,10 +128,13 @@ impl CapabilityPlan {
             self.mask()
         ));
         // Effective first: the kernel requires effective to stay within permitted.
-        for set in [CapSet::Effective, CapSet::Permitted, CapSet::Inheritable] {
-            caps::set(None, set, &self.keep)?;
-        }
-        Ok(())
+        caps::set(None, CapSet::Effective, &self.effective)?;
+        caps::set(None, CapSet::Permitted, &self.keep)?;
+        caps::set(None, CapSet::Inheritable, &self.inheritable)?;
+        // Ambient capabilities must be permitted and inheritable already.
+        self.ambient
+            .iter()
+            .try_for_each(|c| caps::raise(None, CapSet::Ambient, *c))
     }
 }
 

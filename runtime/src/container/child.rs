@@ -15,6 +15,7 @@ use nix::unistd::{Gid, Uid};
 use seccompiler::BpfProgram;
 
 use super::capabilities::CapabilityPlan;
+use super::extra::Rlimit;
 use super::rootfs::{self, Plan};
 use super::sys::{Linux, Sys};
 use crate::explain::{Explain, StackBuf};
@@ -36,7 +37,12 @@ pub(crate) struct ChildPlan {
     pub(crate) explain: Explain,
     pub(crate) mounts: Plan,
     pub(crate) rootfs: CString,
+    /// Empty: the UTS namespace is the caller's, and its name is left alone.
     pub(crate) hostname: String,
+    /// Namespaces to enter (descriptor, clone flag) before anything else.
+    pub(crate) join: Vec<(RawFd, libc::c_int)>,
+    /// /proc/sys files and their values, written after pivot_root.
+    pub(crate) sysctls: Vec<(CString, CString)>,
     pub(crate) userns: bool,
     pub(crate) own_netns: bool,
     /// The cgroup files the child writes "0" to, to move itself in after the parent's
@@ -68,6 +74,23 @@ pub(crate) struct ProcessPlan {
     pub(crate) seccomp: Vec<BpfProgram>,
     /// The write end of the error pipe (close-on-exec).
     pub(crate) report_tx: OwnedFd,
+    pub(crate) rlimits: Vec<Rlimit>,
+    pub(crate) groups: Vec<Gid>,
+    pub(crate) umask: Option<u32>,
+    /// The OCI created state: where the init waits to be started.
+    pub(crate) barrier: Option<Barrier>,
+    /// Its starter exits right after the execve: no parent-death signal from then on.
+    pub(crate) detached: bool,
+}
+
+/// The init's side of `isolab-oci create` / `start`: tell the creator it is ready, then
+/// wait until `start` opens the FIFO.
+#[derive(Debug)]
+pub(crate) struct Barrier {
+    /// Written once everything but seccomp and execve is done.
+    pub(crate) ready_tx: OwnedFd,
+    /// `/proc/self/fd/N` of an O_PATH descriptor of the FIFO, opened before the clone.
+    pub(crate) fifo: CString,
 }
 
 /// Null-terminated pointer array for execve, into strings that outlive it.
@@ -96,7 +119,7 @@ impl ProcessPlan {
 }
 
 /// Writes the report (stage, errno, message) to the parent and exits.
-fn fail(plan: &ProcessPlan, stage: Stage, errno: Errno, what: fmt::Arguments<'_>) -> ! {
+pub(crate) fn fail(plan: &ProcessPlan, stage: Stage, errno: Errno, what: fmt::Arguments<'_>) -> ! {
     let mut report = StackBuf::<REPORT_MAX>::new();
     // A message cut short by the buffer still reports stage and errno.
     let _ = write!(
@@ -106,9 +129,15 @@ fn fail(plan: &ProcessPlan, stage: Stage, errno: Errno, what: fmt::Arguments<'_>
         errno as i32
     );
     report.write_to(plan.report_tx.as_raw_fd());
+    // Docker's codes, as RunError::exit_code gives them to whoever reads the report.
+    let code = match (stage, errno) {
+        (Stage::Exec, Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => 127,
+        (Stage::Exec, _) => 126,
+        (Stage::Setup, _) => 125,
+    };
     // SAFETY: _exit ends the process without running destructors or atexit handlers,
     // which belong to the parent's copy of this state.
-    unsafe { libc::_exit(if stage == Stage::Exec { 127 } else { 125 }) }
+    unsafe { libc::_exit(code) }
 }
 
 /// Splits a report into (stage, errno, message); the errno is four hex digits.
@@ -149,6 +178,7 @@ fn wait_for_parent(plan: &ChildPlan) {
 pub(crate) fn run(plan: &ChildPlan, arrays: &ExecArrays) -> ! {
     let x = &plan.explain;
     let p = &plan.process;
+    x.phase("namespaces");
     let sys = Linux { explain: *x };
     for fd in plan.parent_ends {
         // SAFETY: closes this process's copies of the parent's pipe ends; the OwnedFds
@@ -156,6 +186,16 @@ pub(crate) fn run(plan: &ChildPlan, arrays: &ExecArrays) -> ! {
         unsafe { libc::close(fd) };
     }
     guard_until_exec(p);
+    for &(fd, flag) in &plan.join {
+        x.step(format_args!(
+            "setns({fd}, {})",
+            super::sys::CloneFlags(flag as u64)
+        ));
+        // SAFETY: setns takes a descriptor (the parent's, open in this copy until execve)
+        // and a flag; this process is single-threaded.
+        let joined = Errno::result(unsafe { libc::setns(fd, flag) });
+        check!(p, joined, "entering the namespace of descriptor {fd}");
+    }
     if let Some(fd) = plan.console {
         x.step(format_args!(
             "setsid(); ioctl({fd}, TIOCSCTTY); dup2({fd}, 0..=2)"
@@ -175,18 +215,24 @@ pub(crate) fn run(plan: &ChildPlan, arrays: &ExecArrays) -> ! {
         x.step(format_args!(
             "setresgid(0, 0, 0); setresuid(0, 0, 0)  (become the namespace's root)"
         ));
-        check!(p, become_user(0, 0), "becoming root of the user namespace");
+        check!(
+            p,
+            become_user(0, 0, &[]),
+            "becoming root of the user namespace"
+        );
     }
 
     if let Err((op, errno)) = rootfs::apply(&sys, &plan.mounts.prepare) {
         fail(p, Stage::Setup, errno, format_args!("{op}"));
     }
-    x.step(format_args!("sethostname({:?})", plan.hostname));
-    check!(
-        p,
-        nix::unistd::sethostname(&plan.hostname),
-        "setting the hostname"
-    );
+    if !plan.hostname.is_empty() {
+        x.step(format_args!("sethostname({:?})", plan.hostname));
+        check!(
+            p,
+            nix::unistd::sethostname(&plan.hostname),
+            "setting the hostname"
+        );
+    }
     if plan.own_netns {
         x.step(format_args!(
             "socket(AF_INET, SOCK_DGRAM); ioctl(SIOCSIFFLAGS, \"lo\", IFF_UP|IFF_RUNNING)"
@@ -194,6 +240,7 @@ pub(crate) fn run(plan: &ChildPlan, arrays: &ExecArrays) -> ! {
         check!(p, loopback_up(), "bringing up the loopback interface");
     }
 
+    x.phase("mounts");
     // The parent has created the cgroups (and put this process into them, unless it moves
     // itself); a namespace created now has that cgroup as its root, so the container sees
     // itself at "/".
@@ -213,6 +260,7 @@ pub(crate) fn run(plan: &ChildPlan, arrays: &ExecArrays) -> ! {
     if let Err((op, errno)) = rootfs::apply(&sys, &plan.mounts.cgroup_view) {
         fail(p, Stage::Setup, errno, format_args!("{op}"));
     }
+    x.phase("cgroup");
 
     // pivot_root(".", ".") stacks the old root on the new one; detaching "." then removes it,
     // with no put_old directory to create in (or later delete from) the rootfs.
@@ -225,20 +273,73 @@ pub(crate) fn run(plan: &ChildPlan, arrays: &ExecArrays) -> ! {
     );
     check!(p, sys.umount_detach(c"."), "detaching the old root");
     check!(p, sys.chdir(c"/"), "entering the new root");
+    for (file, value) in &plan.sysctls {
+        x.step(format_args!("write {file:?} = {value:?}"));
+        check!(p, write_file(file, value), "writing {value:?} to {file:?}");
+    }
     if let Err((op, errno)) = rootfs::apply(&sys, &plan.mounts.finish) {
         fail(p, Stage::Setup, errno, format_args!("{op}"));
     }
+    x.phase("mounts");
     confine_and_exec(p, arrays)
 }
 
 /// Moves the calling thread (this whole single-threaded process) into the cgroup of `file`.
 fn join_cgroup(file: &CStr) -> Result<(), Errno> {
+    write_file(file, c"0")
+}
+
+fn write_file(file: &CStr, value: &CStr) -> Result<(), Errno> {
     let fd = nix::fcntl::open(
         file,
         nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )?;
-    nix::unistd::write(&fd, b"0").map(drop)
+    nix::unistd::write(&fd, value.to_bytes()).map(drop)
+}
+
+/// The OCI created state: no parent-death signal any more (the creator exits now and the
+/// init lives on), "ready" to the creator, then wait for `start` to open the FIFO.
+fn wait_for_start(p: &ProcessPlan, barrier: &Barrier) {
+    let x = &p.explain;
+    x.step(format_args!(
+        "prctl(PR_SET_PDEATHSIG, 0); write(ready); open({:?}, O_WRONLY)  (waits for start)",
+        barrier.fifo
+    ));
+    check!(
+        p,
+        nix::sys::prctl::set_pdeathsig(None),
+        "clearing the parent-death signal"
+    );
+    check!(
+        p,
+        nix::unistd::write(&barrier.ready_tx, b"r").map(drop),
+        "telling the creator the container is ready"
+    );
+    let fifo = nix::fcntl::open(
+        barrier.fifo.as_c_str(),
+        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    );
+    let fifo = match fifo {
+        Ok(fd) => fd,
+        Err(e) => fail(p, Stage::Setup, e, format_args!("waiting for start")),
+    };
+    check!(
+        p,
+        nix::unistd::write(&fifo, b"0").map(drop),
+        "answering start"
+    );
+    // The creator, which reads the error pipe, is gone by now; `start` reads the FIFO on
+    // to its end instead. So the FIFO becomes the error pipe: a failure from here to
+    // execve (seccomp, the command) is reported to `start`, and execve closes it
+    // (O_CLOEXEC), which `start` reads as "runs".
+    // SAFETY: dup3 onto a descriptor number this process owns (the error pipe's), which
+    // it atomically replaces; no memory is involved.
+    let moved = Errno::result(unsafe {
+        libc::dup3(fifo.as_raw_fd(), p.report_tx.as_raw_fd(), libc::O_CLOEXEC)
+    });
+    check!(p, moved.map(drop), "reporting to start through the FIFO");
 }
 
 /// Parent-death signal and non-dumpable, first thing in a new process of the container.
@@ -267,6 +368,31 @@ pub(crate) fn guard_until_exec(p: &ProcessPlan) {
 pub(crate) fn confine_and_exec(p: &ProcessPlan, arrays: &ExecArrays) -> ! {
     let x = &p.explain;
     let sys = Linux { explain: *x };
+    for limit in &p.rlimits {
+        x.step(format_args!(
+            "setrlimit({}, {}, {})",
+            limit.name, limit.soft, limit.hard
+        ));
+        let rlim = libc::rlimit {
+            rlim_cur: limit.soft,
+            rlim_max: limit.hard,
+        };
+        // SAFETY: setrlimit reads one rlimit, which lives across the call.
+        let set = Errno::result(unsafe { libc::setrlimit(limit.resource, &rlim) });
+        check!(
+            p,
+            set,
+            "setting {} to {}:{} (the host allows {})",
+            limit.name,
+            limit.soft,
+            limit.hard,
+            super::extra::host_limit(limit.resource)
+        );
+    }
+    if let Some(mask) = p.umask {
+        // SAFETY: umask only sets the process's file creation mask.
+        unsafe { libc::umask(mask as libc::mode_t) };
+    }
     if let Some(caps) = &p.capabilities {
         if let Err(e) = caps.limit_bounding(x) {
             fail(p, Stage::Setup, Errno::last(), format_args!("{e}"));
@@ -279,7 +405,7 @@ pub(crate) fn confine_and_exec(p: &ProcessPlan, arrays: &ExecArrays) -> ! {
     ));
     check!(
         p,
-        become_user(p.uid, p.gid),
+        become_user(p.uid, p.gid, &p.groups),
         "switching to user {}:{}",
         p.uid,
         p.gid
@@ -316,6 +442,17 @@ pub(crate) fn confine_and_exec(p: &ProcessPlan, arrays: &ExecArrays) -> ! {
         Errno::result(closed),
         "marking descriptors close-on-exec"
     );
+    if let Some(barrier) = &p.barrier {
+        wait_for_start(p, barrier);
+    }
+    if p.detached {
+        x.step(format_args!("prctl(PR_SET_PDEATHSIG, 0)"));
+        check!(
+            p,
+            nix::sys::prctl::set_pdeathsig(None),
+            "clearing the parent-death signal"
+        );
+    }
     for (i, program) in p.seccomp.iter().enumerate() {
         x.step(format_args!(
             "seccomp(SECCOMP_SET_MODE_FILTER, 0, {{{} BPF instructions}})  (filter {} of {})",
@@ -332,11 +469,12 @@ pub(crate) fn confine_and_exec(p: &ProcessPlan, arrays: &ExecArrays) -> ! {
             );
         }
     }
+    x.phase("confine");
     exec(p, arrays)
 }
 
-fn become_user(uid: u32, gid: u32) -> nix::Result<()> {
-    nix::unistd::setgroups(&[])?;
+fn become_user(uid: u32, gid: u32, groups: &[Gid]) -> nix::Result<()> {
+    nix::unistd::setgroups(groups)?;
     let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
     nix::unistd::setresgid(gid, gid, gid)?;
     nix::unistd::setresuid(uid, uid, uid)

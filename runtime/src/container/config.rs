@@ -25,8 +25,13 @@ pub struct ContainerConfig {
     pub userns: bool,
     pub privileged: bool,
     pub seccomp: bool,
+    /// `--security-opt seccomp=FILE`: a seccompiler JSON profile whose filters are loaded
+    /// after Docker's (alone when `seccomp` is off); none with `privileged`.
+    pub seccomp_profile: Option<String>,
     /// `--tty`: stdio is a pseudo-terminal, relayed by the foreground `isolab run`.
     pub tty: bool,
+    /// What an OCI bundle asks for beyond these options (`isolab-oci`); default for `run`.
+    pub extra: super::extra::Extra,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,6 +46,9 @@ pub enum Network {
     None,
     /// The host's network namespace.
     Host,
+    /// A new network namespace with `lo` and `eth0`, a veth pair's end on the bridge
+    /// `isolab0` with an address of its own (see [`crate::net`]).
+    Bridge,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -59,12 +67,14 @@ pub enum ConfigError {
         "invalid container name {0:?}: use letters, digits, '_', '.', '-' (first a letter or digit), at most 64"
     )]
     Name(String),
-    #[error("--net bridge is not available yet; use --net none or --net host")]
-    BridgeUnavailable,
-    #[error("unknown --net mode {0:?}: expected none or host")]
+    #[error("unknown --net mode {0:?}: expected none, host or bridge")]
     Network(String),
-    #[error("unknown --security-opt {0:?}: only seccomp=unconfined is supported")]
+    #[error(
+        "unknown --security-opt {0:?}: expected seccomp=unconfined or seccomp=FILE (a seccompiler JSON profile)"
+    )]
     SecurityOpt(String),
+    #[error("--security-opt seccomp={path}: {detail}")]
+    SeccompProfile { path: PathBuf, detail: String },
     #[error("--memory-swap needs --memory as well (it is the total of memory and swap)")]
     SwapWithoutMemory,
     #[error("--memory-swap {swap} is below --memory {memory}; it is the total of memory and swap")]
@@ -174,16 +184,39 @@ pub fn parse_network(text: &str) -> Result<Network, ConfigError> {
     match text {
         "none" => Ok(Network::None),
         "host" => Ok(Network::Host),
-        "bridge" => Err(ConfigError::BridgeUnavailable),
+        "bridge" => Ok(Network::Bridge),
         other => Err(ConfigError::Network(other.to_string())),
     }
 }
 
-/// `--security-opt`: returns whether seccomp stays on.
-pub fn parse_security_opt(text: &str) -> Result<bool, ConfigError> {
-    match text {
-        "seccomp=unconfined" | "seccomp:unconfined" => Ok(false),
-        other => Err(ConfigError::SecurityOpt(other.to_string())),
+/// One `--security-opt`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecurityOpt {
+    /// `seccomp=unconfined`: no Docker profile.
+    Unconfined,
+    /// `seccomp=FILE`: the profile's text, read and compiled once here so that a bad file
+    /// is refused before anything starts.
+    SeccompProfile(String),
+}
+
+pub fn parse_security_opt(text: &str) -> Result<SecurityOpt, ConfigError> {
+    let value = text
+        .strip_prefix("seccomp=")
+        .or_else(|| text.strip_prefix("seccomp:"));
+    match value {
+        Some("unconfined") => Ok(SecurityOpt::Unconfined),
+        Some(file) if !file.is_empty() => {
+            let path = PathBuf::from(file);
+            let profile_error = |detail: String| ConfigError::SeccompProfile {
+                path: path.clone(),
+                detail,
+            };
+            let json = std::fs::read_to_string(&path)
+                .map_err(|e| profile_error(format!("cannot read it: {e}")))?;
+            super::seccomp::profile(&json).map_err(|e| profile_error(e.to_string()))?;
+            Ok(SecurityOpt::SeccompProfile(json))
+        }
+        _ => Err(ConfigError::SecurityOpt(text.to_string())),
     }
 }
 
@@ -275,8 +308,8 @@ mod tests {
     }
 
     #[test]
-    fn bridge_is_named_as_not_yet_available() {
-        assert_eq!(parse_network("bridge"), Err(ConfigError::BridgeUnavailable));
+    fn network_modes_parse_by_name() {
+        assert_eq!(parse_network("bridge"), Ok(Network::Bridge));
         assert!(parse_network("overlay").is_err());
         assert_eq!(parse_network("none"), Ok(Network::None));
     }
@@ -288,5 +321,30 @@ mod tests {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
         assert!(validate_name(&generated_name()).is_ok());
+    }
+
+    #[test]
+    fn security_opts_name_unconfined_or_a_profile_that_compiles() {
+        assert_eq!(
+            parse_security_opt("seccomp:unconfined"),
+            Ok(SecurityOpt::Unconfined)
+        );
+        let dir = std::env::temp_dir().join(format!("isolab-secopt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (good, bad) = (dir.join("good.json"), dir.join("bad.json"));
+        let json = r#"{"f": {"mismatch_action": "allow", "match_action": {"errno": 13}, "filter": [{"syscall": "mkdir"}]}}"#;
+        std::fs::write(&good, json).unwrap();
+        std::fs::write(&bad, r#"{"f": {"filter": []}}"#).unwrap();
+        let opt =
+            |path: &std::path::Path| parse_security_opt(&format!("seccomp={}", path.display()));
+        assert_eq!(opt(&good), Ok(SecurityOpt::SeccompProfile(json.into())));
+        assert!(matches!(opt(&bad), Err(ConfigError::SeccompProfile { .. })));
+        assert!(matches!(
+            opt(&dir.join("missing.json")),
+            Err(ConfigError::SeccompProfile { .. })
+        ));
+        assert!(parse_security_opt("apparmor=unconfined").is_err());
+        assert!(parse_security_opt("seccomp=").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -8,15 +8,17 @@
 //! descriptors above 2 closed on exec, seccomp) and execs the command; the caller forwards
 //! signals to it and returns its status.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::unistd::ForkResult;
+use nix::unistd::{ForkResult, Pid};
 
 use super::child;
+use super::extra::ProcessExtra;
 use super::lifecycle::{lookup, open_running};
+use super::state::ProcessDefaults;
 use super::{Outcome, RunError, User, sys, sys_err};
-use crate::cgroups;
+use crate::cgroups::{self, CgroupManager};
 use crate::explain::Explain;
 
 /// What to run, and what to change from the container's own process settings.
@@ -45,7 +47,7 @@ const NAMESPACES: [(libc::c_int, &str); 8] = [
 
 /// The flags of the namespaces `pid` is in that this process is not (joining one's own
 /// user namespace is an error; the others would be no-ops).
-fn differing_namespaces(pid: i32) -> libc::c_int {
+pub(crate) fn differing_namespaces(pid: i32) -> libc::c_int {
     NAMESPACES
         .iter()
         .filter(|(_, name)| {
@@ -73,19 +75,75 @@ pub fn exec(config: &ExecConfig, explain: Explain) -> Result<Outcome, RunError> 
     if let Some(user) = config.user {
         (process.uid, process.gid) = (user.uid, user.gid);
     }
+    let request = ExecRequest {
+        process,
+        extra: ProcessExtra::default(),
+        command: config.command.clone(),
+        tty: false,
+        detach: false,
+    };
+    let cgroups = cgroups::existing(&config.name)?;
+    spawn(&pidfd, state.pid, cgroups, &request, explain)?.wait()
+}
+
+/// A process for [`spawn`], fully described (what `isolab-oci exec` reads from a process
+/// file).
+#[derive(Debug, Clone)]
+pub struct ExecRequest {
+    pub process: ProcessDefaults,
+    pub extra: ProcessExtra,
+    pub command: Vec<String>,
+    /// A new pty is its stdio; its master is in [`Spawned::console`].
+    pub tty: bool,
+    /// The caller will not wait: the process keeps running after the caller exits.
+    pub detach: bool,
+}
+
+/// A process started by [`spawn`], past its execve.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: Pid,
+    pub console: Option<OwnedFd>,
+    cgroups: Box<dyn CgroupManager>,
+    explain: Explain,
+}
+
+impl Spawned {
+    /// Waits for the process (relaying its terminal, if any) and tells how it ended.
+    pub fn wait(mut self) -> Result<Outcome, RunError> {
+        if let Some(master) = self.console.take() {
+            super::tty::relay(&master)?;
+        }
+        let status = super::wait_for(self.pid, &self.explain)?;
+        super::outcome(status, &*self.cgroups)
+    }
+}
+
+/// Starts `request` in the container whose init is `pidfd` (host pid `pid`) and whose
+/// cgroups `cgroups` manages; returns once it has exec'd. This process joins the
+/// container's cgroups and namespaces on the way.
+pub fn spawn(
+    pidfd: &OwnedFd,
+    pid: i32,
+    cgroups: Box<dyn CgroupManager>,
+    request: &ExecRequest,
+    explain: Explain,
+) -> Result<Spawned, RunError> {
     // Joined from the host's view of the cgroup tree, before the mount and cgroup
     // namespaces hide it; the same manager reads the OOM count at the end.
-    let cgroups = cgroups::existing(&config.name)?;
     let (report_rx, report_tx) = sys::pipe().map_err(sys_err("creating the error pipe"))?;
-    let plan = super::process_plan(
-        &process,
-        &config.command,
+    let mut plan = super::process_plan(
+        &request.process,
+        &request.extra,
+        None,
+        &request.command,
         cgroups.limits_devices(),
         report_tx,
         explain.as_actor("exec  "),
     )?;
+    plan.detached = request.detach;
     let arrays = plan.exec_arrays();
-    let flags = differing_namespaces(state.pid);
+    let flags = differing_namespaces(pid);
 
     // Before anything of the container can see this process: not dumpable (its
     // /proc/<pid>/exe and memory cannot be opened from inside; the child inherits it).
@@ -94,34 +152,57 @@ pub fn exec(config: &ExecConfig, explain: Explain) -> Result<Outcome, RunError> 
     cgroups.join_self(&explain)?;
     explain.step(format_args!(
         "setns(pidfd of {}, {})",
-        state.pid,
+        pid,
         sys::CloneFlags(flags as u64)
     ));
     // SAFETY: setns takes a descriptor and flags; this process is single-threaded, as
     // joining a mount or user namespace requires.
     let ret = unsafe { libc::setns(pidfd.as_raw_fd(), flags) };
     Errno::result(ret).map_err(sys_err("entering the container's namespaces"))?;
-    drop(pidfd);
+    // Opened from the container's /dev/ptmx, so the terminal belongs to its devpts and
+    // its name (/dev/pts/N) means the same inside.
+    let pty = request
+        .tty
+        .then(|| super::tty::open(&explain))
+        .transpose()?;
 
     explain.step(format_args!("fork()  (into the pid and time namespaces)"));
     // SAFETY: single-threaded, so the child's copy holds no lock of a vanished thread.
-    let pid = match unsafe { nix::unistd::fork() }.map_err(sys_err("fork"))? {
+    let child = match unsafe { nix::unistd::fork() }.map_err(sys_err("fork"))? {
         ForkResult::Child => {
             drop(report_rx);
             child::guard_until_exec(&plan);
+            if let Some(pty) = &pty {
+                let console = super::tty::become_console(pty.slave.as_fd());
+                if let Err(errno) = console {
+                    child::fail(
+                        &plan,
+                        child::Stage::Setup,
+                        errno,
+                        format_args!("making the pty the console"),
+                    );
+                }
+            }
             child::confine_and_exec(&plan, &arrays)
         }
         ForkResult::Parent { child } => child,
     };
     // Closes this process's write end: EOF on the error pipe now means exec or death.
     drop(plan);
-    super::forward_signals_to(pid)?;
+    if !request.detach {
+        super::forward_signals_to(child)?;
+    }
     if let Some(error) = super::child_report(&report_rx)? {
-        let _ = super::wait_for(pid, &explain);
+        let _ = super::wait_for(child, &explain);
         return Err(error);
     }
-    let status = super::wait_for(pid, &explain)?;
-    super::outcome(status, &*cgroups)
+    Ok(Spawned {
+        pid: child,
+        // Only the process holds the slave now, so the master reads EIO once it has ended.
+        console: pty.map(|p| p.master),
+        cgroups,
+        explain,
+    })
 }
 
 #[cfg(test)]

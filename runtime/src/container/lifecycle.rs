@@ -297,7 +297,11 @@ pub fn supervise(name: &str, console_fd: Option<RawFd>) -> Result<(), RunError> 
         }
         Err(e) => (125, format!("unknown: {e}")),
     };
-    let removed = cgroups.remove(&Explain::off());
+    // The veth's peer died with the init's namespace; the host end and the lease go now.
+    let removed = cgroups
+        .remove(&Explain::off())
+        .map_err(RunError::from)
+        .and_then(|()| Ok(crate::net::release(name).map(drop)?));
     let locked = match store.lock(name, true) {
         // Removed meanwhile (rm of a record whose supervisor looked dead): nothing to record.
         Err(StateError::NoSuchContainer(_)) => return Ok(()),
@@ -396,6 +400,8 @@ fn foreground(name: &str) -> Result<Option<State>, RunError> {
             env: vec![("PATH".into(), super::DEFAULT_PATH.into())],
             privileged: false,
             seccomp: true,
+            // Not recorded for a foreground container; exec applies the default profile.
+            seccomp_profile: None,
         },
     }))
 }
@@ -440,7 +446,7 @@ pub fn list(all: bool) -> Result<Vec<State>, RunError> {
 
 /// Opens a pidfd for `pid` and checks, after opening, that it is still the process that
 /// started at `start`: from then on the pidfd cannot name another process.
-fn pidfd_for(pid: i32, start: u64) -> Option<OwnedFd> {
+pub(crate) fn pidfd_for(pid: i32, start: u64) -> Option<OwnedFd> {
     // SAFETY: pidfd_open takes two integers and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
@@ -459,7 +465,7 @@ pub(super) fn open_running(state: &State) -> Result<OwnedFd, RunError> {
         .ok_or_else(|| RunError::NotRunning(state.name.clone()))
 }
 
-fn send(pidfd: &OwnedFd, signal: Signal) -> Result<(), RunError> {
+pub(crate) fn send(pidfd: &OwnedFd, signal: Signal) -> Result<(), RunError> {
     // SAFETY: pidfd_send_signal with a null siginfo sends like kill(2); no memory is passed.
     let ret = unsafe {
         libc::syscall(
@@ -502,7 +508,7 @@ fn wait_ended(state: &State, timeout: Duration) -> bool {
 }
 
 /// Whether the process of `pidfd` exits within `timeout` (a pidfd polls readable then).
-fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
+pub(crate) fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         let mut poll = libc::pollfd {
@@ -593,7 +599,9 @@ pub fn remove(name: &str, force: bool) -> Result<(), RunError> {
 }
 
 fn remove_leftovers(name: &str) -> Result<(), RunError> {
-    Ok(cgroups::existing(name)?.remove(&Explain::off())?)
+    cgroups::existing(name)?.remove(&Explain::off())?;
+    crate::net::release(name)?;
+    Ok(())
 }
 
 /// A running container's record (whose supervisor the caller may measure) and its cgroup
@@ -679,6 +687,8 @@ pub fn gc() -> Result<Vec<String>, RunError> {
     }
     // After the records above: a root whose record was just removed is an orphan now.
     removed.extend(super::image_root::gc()?);
+    // Leases held by foreground runs that were killed, and veths no lease owns.
+    removed.extend(crate::net::gc()?);
     Ok(removed)
 }
 

@@ -13,6 +13,7 @@ mod capabilities;
 mod child;
 pub mod config;
 mod exec;
+pub mod extra;
 pub mod image_root;
 pub mod lifecycle;
 mod rootfs;
@@ -34,11 +35,13 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::cgroups::{self, CgroupError, CgroupManager};
-use crate::explain::Explain;
+use crate::explain::{Explain, PhaseLog};
 use capabilities::CapabilityPlan;
 use child::{ChildPlan, ProcessPlan, Stage};
 pub use config::{ConfigError, ContainerConfig, Network, User};
-pub use exec::{ExecConfig, exec};
+pub(crate) use exec::differing_namespaces;
+pub use exec::{ExecConfig, ExecRequest, Spawned, exec, spawn};
+use extra::ProcessExtra;
 use rootfs::Layout;
 use state::{ProcessDefaults, StateError, Store};
 use userns::IdRange;
@@ -88,6 +91,8 @@ pub enum RunError {
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
+    Net(#[from] crate::net::NetError),
+    #[error(transparent)]
     ImageRoot(#[from] image_root::ImageRootError),
     #[error("building the seccomp filter: {0}")]
     Seccomp(#[from] seccomp::SeccompError),
@@ -103,6 +108,28 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "cannot raise {name} to {soft}:{hard}: this host's hard limit is {host} and isolab lacks CAP_SYS_RESOURCE to go above it; ask for at most {host} (podman/docker: --ulimit {short}={host}:{host})"
+    )]
+    Rlimit {
+        name: &'static str,
+        short: String,
+        soft: u64,
+        hard: u64,
+        host: u64,
+    },
+    #[error("{what} {path}: {source}")]
+    Path {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+    /// A step of the caller's that failed while the container was being created (OCI hooks).
+    #[error("{0}")]
+    Caller(String),
     #[error("setting up the container failed: {message}: {errno}")]
     Setup { message: String, errno: Errno },
     #[error("{command}: command not found in the container ({errno})")]
@@ -189,6 +216,8 @@ struct Running {
     cgroups: Box<dyn CgroupManager>,
     /// The pty master with `--tty`.
     console: Option<OwnedFd>,
+    /// `--net bridge`: its veth pair and lease, removed with the container.
+    network: Option<crate::net::Attachment>,
     explain: Explain,
 }
 
@@ -206,10 +235,14 @@ impl Running {
         outcome(status, &*self.cgroups)
     }
 
-    /// Removes the cgroups of a container that has been reaped.
-    fn finish(mut self) -> Result<(), CgroupError> {
+    /// Removes the cgroups (and takes off the bridge) a container that has been reaped.
+    fn finish(mut self) -> Result<(), RunError> {
         self.cleaned = true;
-        self.cgroups.remove(&self.explain)
+        self.cgroups.remove(&self.explain)?;
+        if let Some(network) = self.network.take() {
+            crate::net::detach(&network, &self.explain)?;
+        }
+        Ok(())
     }
 
     /// Leaves the child running and its cgroups in place: another process takes them over.
@@ -237,6 +270,11 @@ impl Drop for Running {
         // it can only be mentioned.
         if let Err(e) = self.cgroups.remove(&self.explain) {
             eprintln!("isolab: warning: {e}");
+        }
+        if let Some(network) = self.network.take() {
+            if let Err(e) = crate::net::detach(&network, &self.explain) {
+                eprintln!("isolab: warning: {e}");
+            }
         }
     }
 }
@@ -274,6 +312,8 @@ fn outcome(status: WaitStatus, cgroups: &dyn CgroupManager) -> Result<Outcome, R
 /// Runs the container to completion in the foreground. No record is written on this path
 /// (it costs nothing extra); `isolab ps` finds such a container through its cgroup.
 pub fn run(config: &ContainerConfig, explain: Explain) -> Result<Outcome, RunError> {
+    let explain = explain.with_phases(PhaseLog::from_env());
+    explain.phase("launch");
     let store = Store::default();
     if store.exists(&config.name) {
         return Err(RunError::State(StateError::NameInUse {
@@ -299,6 +339,7 @@ fn process_defaults(config: &ContainerConfig) -> ProcessDefaults {
         env: environment(config),
         privileged: config.privileged,
         seccomp: config.seccomp,
+        seccomp_profile: config.seccomp_profile.clone(),
     }
 }
 
@@ -306,6 +347,8 @@ fn process_defaults(config: &ContainerConfig) -> ProcessDefaults {
 /// `devices_limited`: the container's cgroup restricts its devices (CAP_MKNOD may stay).
 fn process_plan(
     process: &ProcessDefaults,
+    extra: &ProcessExtra,
+    barrier: Option<child::Barrier>,
     command: &[String],
     devices_limited: bool,
     report_tx: OwnedFd,
@@ -327,22 +370,111 @@ fn process_plan(
             .iter()
             .map(|(k, v)| cstring(format!("{k}={v}"), "environment variable"))
             .collect::<Result<_, _>>()?,
-        capabilities: confined.then(|| CapabilityPlan::docker_default(devices_limited)),
-        seccomp: if process.seccomp && confined {
-            seccomp::docker_default()?
+        capabilities: confined
+            .then(|| match &extra.capabilities {
+                Some(sets) => CapabilityPlan::from_sets(sets).map_err(RunError::Unsupported),
+                None => Ok(CapabilityPlan::docker_default(devices_limited)),
+            })
+            .transpose()?,
+        seccomp: if let (Some(filters), true) = (&extra.seccomp, confined) {
+            filters.clone()
+        } else if confined {
+            let mut filters = if process.seccomp {
+                seccomp::docker_default()?
+            } else {
+                Vec::new()
+            };
+            if let Some(profile) = &process.seccomp_profile {
+                filters.extend(seccomp::profile(profile)?);
+            }
+            filters
         } else {
             Vec::new()
         },
         report_tx,
+        rlimits: extra.rlimits.clone(),
+        groups: extra
+            .additional_gids
+            .iter()
+            .map(|&g| nix::unistd::Gid::from_raw(g))
+            .collect(),
+        umask: extra.umask,
+        barrier,
+        detached: false,
     })
+}
+
+/// A container whose init is past its setup: waiting at its start FIFO (the OCI created
+/// state) or running. Dropping it kills the init and removes its cgroups;
+/// [`Created::release`] leaves both to whoever acts on the container next.
+#[derive(Debug)]
+pub struct Created(Running);
+
+impl Created {
+    pub fn pid(&self) -> Pid {
+        self.0.pid
+    }
+
+    /// The pty master of a container with `tty`.
+    pub fn take_console(&mut self) -> Option<OwnedFd> {
+        self.0.console.take()
+    }
+
+    pub fn cgroup_paths(&self) -> Vec<PathBuf> {
+        self.0.cgroups.paths()
+    }
+
+    /// The levels above [`cgroup_paths`](Self::cgroup_paths) made for this container, to
+    /// be removed with it ([`cgroups::at`]).
+    pub fn cgroup_parents(&self) -> Vec<PathBuf> {
+        self.0.cgroups.created_parents()
+    }
+
+    pub fn release(self) {
+        self.0.release();
+    }
+
+    /// Waits for the init (this process is its parent), then removes its cgroups.
+    pub fn wait(mut self) -> Result<Outcome, RunError> {
+        let outcome = self.0.outcome()?;
+        self.0.finish()?;
+        Ok(outcome)
+    }
+}
+
+/// Starts a container that `isolab-oci` describes (see [`extra::Extra`]): `before_release`
+/// runs once its namespaces and cgroups exist (the createRuntime hooks); with a start FIFO
+/// this returns while the init waits there.
+pub fn create(
+    config: &ContainerConfig,
+    explain: Explain,
+    before_release: &mut dyn FnMut(Pid) -> Result<(), RunError>,
+) -> Result<Created, RunError> {
+    start_with(config, explain, before_release).map(Created)
 }
 
 /// Starts the container and returns once its command has been exec'd.
 fn start(config: &ContainerConfig, explain: Explain) -> Result<Running, RunError> {
+    start_with(config, explain, &mut |_| Ok(()))
+}
+
+/// [`start`], calling `before_release` with the init's pid once its namespaces and cgroups
+/// exist, before the init may go on (the OCI createRuntime hooks). With
+/// `extra.start_fifo` it returns once the init waits there instead of after execve.
+fn start_with(
+    config: &ContainerConfig,
+    explain: Explain,
+    before_release: &mut dyn FnMut(Pid) -> Result<(), RunError>,
+) -> Result<Running, RunError> {
+    extra::check_rlimits(&config.extra.process.rlimits)?;
     let rootfs = check_rootfs(&config.rootfs)?;
-    let cgroups = cgroups::for_host(&config.name, &config.resources)?;
-    let own_netns = config.network == Network::None;
-    let ids = config.userns.then(|| {
+    let cgroup_path = match &config.extra.cgroups_path {
+        Some(path) => cgroups::CgroupPath::Given(path.clone()),
+        None => cgroups::CgroupPath::Named(config.name.clone()),
+    };
+    let cgroups = cgroups::for_host(&cgroup_path, &config.resources)?;
+    let own_netns = config.network != Network::Host;
+    let ids = (config.userns && config.extra.id_maps.is_none()).then(|| {
         (
             IdRange::for_root(Path::new("/etc/subuid")),
             IdRange::for_root(Path::new("/etc/subgid")),
@@ -369,6 +501,59 @@ fn start(config: &ContainerConfig, explain: Explain) -> Result<Running, RunError
     if Path::new("/proc/self/ns/time").exists() {
         flags |= libc::CLONE_NEWTIME;
     }
+    let maps = match (&config.extra.id_maps, ids) {
+        (Some(maps), _) if config.userns => Some(maps.clone()),
+        (_, Some((uids, gids))) => Some((uids.map_line(), gids.map_line())),
+        _ => None,
+    };
+    for ns in config
+        .extra
+        .share
+        .iter()
+        .chain(config.extra.join.iter().map(|(ns, _)| ns))
+    {
+        flags &= !ns.clone_flag();
+    }
+    // Opened here, entered by the init first thing; kept open until it has.
+    let joins = config
+        .extra
+        .join
+        .iter()
+        .map(|(ns, path)| {
+            let fd = nix::fcntl::open(
+                path,
+                nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|source| RunError::Path {
+                what: "opening the namespace",
+                path: path.clone(),
+                source,
+            })?;
+            Ok((fd, ns.clone_flag()))
+        })
+        .collect::<Result<Vec<_>, RunError>>()?;
+    let (ready_rx, barrier, start_fifo) = match &config.extra.start_fifo {
+        Some(path) => {
+            let fifo = nix::fcntl::open(
+                path,
+                nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|source| RunError::Path {
+                what: "opening the start FIFO",
+                path: path.clone(),
+                source,
+            })?;
+            let (ready_rx, ready_tx) = sys::pipe().map_err(sys_err("creating the ready pipe"))?;
+            let barrier = child::Barrier {
+                ready_tx,
+                fifo: cstring(format!("/proc/self/fd/{}", fifo.as_raw_fd()), "FIFO path")?,
+            };
+            (Some(ready_rx), Some(barrier), Some(fifo))
+        }
+        None => (None, None, None),
+    };
 
     // On v1 the init moves itself into its cgroups, which is far cheaper than being moved
     // (see CgroupManager::self_join_files); not from a user namespace, whose root cannot
@@ -397,10 +582,26 @@ fn start(config: &ContainerConfig, explain: Explain) -> Result<Running, RunError
             userns: config.userns,
             cgroups: cgroups.container_view(),
             console: pty.as_ref().map(|p| p.slave_path.as_c_str()),
+            extra: &config.extra,
         }
         .plan(),
         rootfs: cstring(rootfs.as_os_str().as_bytes(), "rootfs path")?,
         hostname: config.hostname.clone(),
+        join: joins
+            .iter()
+            .map(|(fd, flag)| (fd.as_raw_fd(), *flag))
+            .collect(),
+        sysctls: config
+            .extra
+            .sysctls
+            .iter()
+            .map(|(key, value)| {
+                Ok((
+                    cstring(format!("/proc/sys/{}", key.replace('.', "/")), "sysctl")?,
+                    cstring(value.as_str(), "sysctl value")?,
+                ))
+            })
+            .collect::<Result<_, RunError>>()?,
         userns: config.userns,
         own_netns,
         join_cgroups,
@@ -409,6 +610,8 @@ fn start(config: &ContainerConfig, explain: Explain) -> Result<Running, RunError
         parent_ends: [sync_tx.as_raw_fd(), report_rx.as_raw_fd()],
         process: process_plan(
             &process_defaults(config),
+            &config.extra.process,
+            barrier,
             &config.command,
             cgroups.limits_devices(),
             report_tx,
@@ -416,6 +619,7 @@ fn start(config: &ContainerConfig, explain: Explain) -> Result<Running, RunError
         )?,
     };
     let exec_arrays = plan.process.exec_arrays();
+    explain.phase("prepare");
 
     // On cgroup v2 the init is created inside its cgroup (CLONE_INTO_CGROUP), which needs
     // the cgroup first. That spares the cgroup.procs write, whose migration takes
@@ -427,6 +631,9 @@ fn start(config: &ContainerConfig, explain: Explain) -> Result<Running, RunError
             create_before_clone(&*cgroups, dir, &config.resources, &explain).map(|fd| (fd, dir))
         })
         .transpose()?;
+    if into.is_some() {
+        explain.phase("cgroup");
+    }
     let cloned = sys::clone_process(
         flags as u64,
         into.as_ref().map(|(fd, dir)| (fd.as_fd(), *dir)),
@@ -447,6 +654,7 @@ fn start(config: &ContainerConfig, explain: Explain) -> Result<Running, RunError
     // Closes the child's pipe ends here, so EOF on the error pipe means the child is gone
     // or has exec'd.
     drop(plan);
+    drop((joins, start_fifo));
     // Only the container holds the slave now, so the master reads EIO once it has ended.
     let console = pty.map(|p| p.master);
     explain.step(format_args!("container init is pid {pid} on the host"));
@@ -456,26 +664,48 @@ fn start(config: &ContainerConfig, explain: Explain) -> Result<Running, RunError
         cleaned: false,
         cgroups,
         console,
+        network: None,
         explain,
     };
     forward_signals_to(pid)?;
+    // The init waits for its go-ahead meanwhile; its namespace is there from the clone on.
+    if config.network == Network::Bridge {
+        match crate::net::attach(&config.name, pid.as_raw(), &explain) {
+            Ok(network) => running.network = Some(network),
+            Err(e) => {
+                // The child may have failed first (and taken its namespace with it).
+                running.kill();
+                return Err(child_report(&report_rx)?.unwrap_or(e.into()));
+            }
+        }
+    }
 
     let placed = Placement {
         created,
         in_cgroup: in_cgroup || self_joins,
     };
-    if let Err(e) = release_child(
+    let released = release_child(
         config,
         &*running.cgroups,
         pid,
-        ids,
+        maps,
         placed,
         &sync_tx,
         &explain,
-    ) {
+    )
+    .and_then(|()| before_release(pid))
+    .and_then(|()| go_ahead(&sync_tx));
+    if let Err(e) = released {
         // The child may have failed first (and made this step fail); its report is the cause.
         running.kill();
         return Err(child_report(&report_rx)?.unwrap_or(e));
+    }
+    if let Some(ready_rx) = &ready_rx {
+        let mut byte = [0u8; 1];
+        if sys::read_full(ready_rx, &mut byte).map_err(sys_err("reading the ready pipe"))? == 1 {
+            explain.step(format_args!("the init is ready and waits for start"));
+            return Ok(running);
+        }
     }
     if let Some(error) = child_report(&report_rx)? {
         return Err(error);
@@ -527,21 +757,20 @@ fn create_before_clone(
     }
 }
 
-/// The parent's part while the child sets up: id maps, then cgroups (what clone did not
-/// do already), each followed by a go-ahead byte.
+/// The parent's part while the child sets up: id maps (followed by a go-ahead byte), then
+/// cgroups (what clone did not do already); the caller sends the last go-ahead.
 fn release_child(
     config: &ContainerConfig,
     cgroups: &dyn CgroupManager,
     pid: Pid,
-    ids: Option<(IdRange, IdRange)>,
+    maps: Option<(String, String)>,
     placed: Placement,
     sync_tx: &OwnedFd,
     explain: &Explain,
 ) -> Result<(), RunError> {
-    if let Some((uids, gids)) = ids {
-        for (file, range) in [("uid_map", uids), ("gid_map", gids)] {
+    if let Some((uids, gids)) = maps {
+        for (file, line) in [("uid_map", uids), ("gid_map", gids)] {
             let path = PathBuf::from(format!("/proc/{pid}/{file}"));
-            let line = range.map_line();
             explain.step(format_args!("write {} = {:?}", path.display(), line));
             std::fs::write(&path, &line).map_err(|source| RunError::IdMap { path, source })?;
         }
@@ -553,7 +782,7 @@ fn release_child(
     if !placed.in_cgroup {
         cgroups.add_process(pid.as_raw(), explain)?;
     }
-    go_ahead(sync_tx)
+    Ok(())
 }
 
 fn go_ahead(sync_tx: &OwnedFd) -> Result<(), RunError> {
@@ -569,13 +798,19 @@ fn child_report(report_rx: &OwnedFd) -> Result<Option<RunError>, RunError> {
     if n == 0 {
         return Ok(None);
     }
-    let Some((stage, errno, message)) = child::parse_report(&buf[..n]) else {
-        return Ok(Some(RunError::Setup {
-            message: String::from_utf8_lossy(&buf[..n]).into_owned(),
+    Ok(Some(report_error(&buf[..n])))
+}
+
+/// The error a container process reported before it could exec (see [`child::fail`]); its
+/// exit code is the process's own ([`RunError::exit_code`]).
+pub fn report_error(report: &[u8]) -> RunError {
+    let Some((stage, errno, message)) = child::parse_report(report) else {
+        return RunError::Setup {
+            message: String::from_utf8_lossy(report).into_owned(),
             errno: Errno::UnknownErrno,
-        }));
+        };
     };
-    Ok(Some(match (stage, errno) {
+    match (stage, errno) {
         (Stage::Exec, Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => RunError::NotFound {
             command: message,
             errno,
@@ -585,7 +820,7 @@ fn child_report(report_rx: &OwnedFd) -> Result<Option<RunError>, RunError> {
             errno,
         },
         (Stage::Setup, _) => RunError::Setup { message, errno },
-    }))
+    }
 }
 
 fn check_rootfs(path: &Path) -> Result<PathBuf, RunError> {
@@ -663,7 +898,9 @@ mod tests {
             userns: false,
             privileged: false,
             seccomp: true,
+            seccomp_profile: None,
             tty: false,
+            extra: extra::Extra::default(),
         }
     }
 
@@ -710,7 +947,7 @@ mod tests {
             126
         );
         assert_eq!(
-            RunError::from(ConfigError::BridgeUnavailable).exit_code(),
+            RunError::from(ConfigError::Network("x".into())).exit_code(),
             125
         );
     }

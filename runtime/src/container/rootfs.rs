@@ -13,6 +13,7 @@ use std::path::Path;
 use nix::errno::Errno;
 use nix::mount::MsFlags;
 
+use super::extra::{Extra, Mount};
 use super::sys::{Kind, Sys};
 use crate::cgroups::ContainerView;
 
@@ -120,6 +121,8 @@ pub(crate) struct Layout<'a> {
     pub(crate) cgroups: ContainerView,
     /// `--tty`: the host path of the pty slave, bound onto /dev/console as runc does.
     pub(crate) console: Option<&'a CStr>,
+    /// An OCI bundle's mounts and kernel paths.
+    pub(crate) extra: &'a Extra,
 }
 
 /// The three phases of the mount plan.
@@ -223,6 +226,60 @@ impl Layout<'_> {
             }
         }
         ops.extend(self.dev());
+        for m in &self.extra.mounts {
+            ops.extend(self.extra_mount(m));
+        }
+        ops
+    }
+
+    /// A mount of the config's: its missing parent directories (in the root or in the
+    /// fresh /dev), the mount, then a bind's flags and the propagation.
+    fn extra_mount(&self, m: &Mount) -> Vec<Op> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = |p: &Path| cstring(p.as_os_str().as_bytes());
+        let mut ops: Vec<Op> = m
+            .target
+            .ancestors()
+            .skip(1)
+            .take_while(|dir| dir.starts_with(self.rootfs) && *dir != self.rootfs)
+            .map(|dir| Op::Mkdir(path(dir)))
+            .collect();
+        ops.reverse();
+        let target = path(&m.target);
+        match (&m.source, m.file) {
+            (Some(source), true) => ops.push(Op::BindFile {
+                source: path(source),
+                target: target.clone(),
+            }),
+            _ => {
+                ops.push(Op::Mkdir(target.clone()));
+                ops.push(Op::Mount {
+                    source: m.source.as_deref().map(path),
+                    target: target.clone(),
+                    fstype: m.fstype.as_deref().map(cstring),
+                    flags: m.flags,
+                    data: m.data.as_deref().map(cstring),
+                });
+            }
+        }
+        if !m.remount.is_empty() {
+            ops.push(Op::Mount {
+                source: None,
+                target: target.clone(),
+                fstype: None,
+                flags: MsFlags::MS_BIND | MsFlags::MS_REMOUNT | m.remount,
+                data: None,
+            });
+        }
+        if !m.propagation.is_empty() {
+            ops.push(Op::Mount {
+                source: None,
+                target,
+                fstype: None,
+                flags: m.propagation,
+                data: None,
+            });
+        }
         ops
     }
 
@@ -326,8 +383,16 @@ impl Layout<'_> {
     fn finish(&self) -> Vec<Op> {
         let mut ops = Vec::new();
         if !self.privileged {
-            ops.extend(MASKED.iter().map(|p| Op::Mask(cstring(*p))));
-            ops.extend(READ_ONLY.iter().map(|p| Op::ReadOnlyPath(cstring(*p))));
+            match &self.extra.masked_paths {
+                Some(paths) => ops.extend(paths.iter().map(|p| Op::Mask(cstring(p.as_str())))),
+                None => ops.extend(MASKED.iter().map(|p| Op::Mask(cstring(*p)))),
+            }
+            match &self.extra.readonly_paths {
+                Some(paths) => {
+                    ops.extend(paths.iter().map(|p| Op::ReadOnlyPath(cstring(p.as_str()))))
+                }
+                None => ops.extend(READ_ONLY.iter().map(|p| Op::ReadOnlyPath(cstring(*p)))),
+            }
         }
         if self.read_only {
             ops.push(Op::RemountReadOnly(cstring("/")));
@@ -499,6 +564,7 @@ mod tests {
             userns: false,
             cgroups: ContainerView::Unified,
             console: None,
+            extra: Box::leak(Box::default()),
         }
     }
 

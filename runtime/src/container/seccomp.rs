@@ -12,6 +12,10 @@
 //! seccompiler gives every rule one action, so the ENOSYS for clone3 is a second filter
 //! installed after the allowlist: for the same action class (ERRNO) the most recently
 //! installed filter's value wins.
+//!
+//! `--security-opt seccomp=FILE` adds the filters of a seccompiler JSON file after these
+//! (or alone, with `seccomp=unconfined`): the kernel runs every installed filter and the
+//! strictest action wins, so a profile can only take calls away from the default.
 
 use std::collections::BTreeMap;
 
@@ -20,7 +24,13 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
-pub(crate) use seccompiler::BackendError as SeccompError;
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error(transparent)]
+    Backend(#[from] seccompiler::BackendError),
+    #[error("not a valid seccompiler JSON profile: {0}")]
+    Profile(#[from] seccompiler::Error),
+}
 
 /// Namespace-creating clone flags (Docker's mask 2114060288).
 const CLONE_NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWNS
@@ -153,6 +163,15 @@ pub(crate) fn docker_default() -> Result<Vec<BpfProgram>, SeccompError> {
     Ok(vec![allowlist.try_into()?, clone3.try_into()?])
 }
 
+/// The filters of a seccompiler JSON profile, in the order of their names (a map has none).
+pub(crate) fn profile(json: &str) -> Result<Vec<BpfProgram>, SeccompError> {
+    let mut filters: Vec<_> = seccompiler::compile_from_json(json.as_bytes(), TargetArch::x86_64)?
+        .into_iter()
+        .collect();
+    filters.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(filters.into_iter().map(|(_, program)| program).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,5 +199,17 @@ mod tests {
         ] {
             assert!(!ALLOWED.contains(&forbidden));
         }
+    }
+
+    #[test]
+    fn a_profile_compiles_to_one_filter_per_name() {
+        let json = r#"{"b": {"mismatch_action": "allow", "match_action": {"errno": 13},
+            "filter": [{"syscall": "mkdir"}]}, "a": {"mismatch_action": "allow",
+            "match_action": "kill_process", "filter": [{"syscall": "reboot"}]}}"#;
+        let programs = profile(json).unwrap();
+        assert_eq!(programs.len(), 2);
+        assert!(programs.iter().all(|p| !p.is_empty()));
+        assert!(matches!(profile("{"), Err(SeccompError::Profile(_))));
+        assert!(profile(r#"{"x": {"mismatch_action": "allow", "match_action": "allow", "filter": [{"syscall": "no_such_call"}]}}"#).is_err());
     }
 }

@@ -54,6 +54,9 @@ pub struct ProcessDefaults {
     pub env: Vec<(String, String)>,
     pub privileged: bool,
     pub seccomp: bool,
+    /// `--security-opt seccomp=FILE`: the profile's JSON text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp_profile: Option<String>,
 }
 
 /// One container's record.
@@ -272,6 +275,8 @@ impl Store {
             .flatten()
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .map(|e| e.file_name().to_string_lossy().into_owned())
+            // Dot directories are isolab's own (the bridge's leases); no name starts with one.
+            .filter(|name| !name.starts_with('.'))
             .collect();
         names.sort();
         Ok(names)

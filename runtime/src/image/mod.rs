@@ -34,7 +34,7 @@ use std::path::PathBuf;
 
 pub use build::{Base, BuildOptions};
 pub use changes::{Change, ChangeKind};
-pub use du::{ContainerUsage, DiskUsage, ImageUsage, LayerUsage};
+pub use du::{ContainerUsage, DiskUsage, ImageUsage, LayerUsage, allocated_bytes};
 pub use store::{ImageRecord, ImageSummary, LayerRef, OverlayRoot, RunConfig, Store};
 pub use unpack::UnpackError;
 

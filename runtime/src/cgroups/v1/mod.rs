@@ -1,5 +1,5 @@
 //! cgroup v1: one hierarchy per controller (or co-mounted group), each with its own
-//! `isolab/<name>` directory.
+//! directory for the container (`isolab/<name>`, or the OCI cgroups path).
 
 mod blkio;
 mod cpu;
@@ -11,7 +11,7 @@ mod memory;
 use std::path::{Path, PathBuf};
 
 use super::pids;
-use super::{CgroupError, CgroupManager, ContainerView, PARENT_DIR, Resources, Stats};
+use super::{CgroupError, CgroupManager, CgroupPath, ContainerView, Place, Resources, Stats};
 use crate::explain::Explain;
 use crate::host::cgroup::V1Hierarchy as Hierarchy;
 
@@ -101,21 +101,30 @@ fn controllers(resources: &Resources) -> [Controller; 7] {
 
 #[derive(Debug)]
 pub(super) struct V1Manager {
-    name: String,
+    /// For messages: the container's name or cgroups path.
+    label: String,
     /// The hierarchies this container joins, each with the container's directory in it.
-    joined: Vec<(Hierarchy, PathBuf)>,
+    joined: Vec<(Hierarchy, Place)>,
+}
+
+/// The line of /proc/self/cgroup that names `hierarchy` (`cpu,cpuacct`, `name=systemd`).
+fn proc_key(hierarchy: &Hierarchy) -> String {
+    match &hierarchy.name {
+        Some(name) if hierarchy.controllers.is_empty() => format!("name={name}"),
+        _ => hierarchy.controllers.join(","),
+    }
 }
 
 impl V1Manager {
     /// Checks that each requested limit has its controller and files among the mounted
     /// hierarchies, and picks the hierarchies to join.
     pub(super) fn new(
-        name: &str,
+        path: &CgroupPath,
         resources: &Resources,
         hierarchies: Vec<Hierarchy>,
     ) -> Result<Self, CgroupError> {
         let find = |controller: &str| hierarchies.iter().find(|h| has(h, controller));
-        let mut joined: Vec<(Hierarchy, PathBuf)> = Vec::new();
+        let mut joined: Vec<(Hierarchy, Place)> = Vec::new();
         for Controller {
             name: controller,
             limited,
@@ -130,8 +139,8 @@ impl V1Manager {
                         check(&h.mount_point, resources)?;
                     }
                     if !joined.iter().any(|(j, _)| j == h) {
-                        let dir = h.mount_point.join(PARENT_DIR).join(name);
-                        joined.push((h.clone(), dir));
+                        let place = path.place(&h.mount_point, || super::own_cgroup(&proc_key(h)));
+                        joined.push((h.clone(), place));
                     }
                 }
                 None if limited => {
@@ -147,23 +156,41 @@ impl V1Manager {
             }
         }
         Ok(V1Manager {
-            name: name.to_string(),
+            label: path.label(),
             joined,
         })
     }
 
     /// The hierarchies in which `isolab/<name>` exists.
     pub(super) fn existing(name: &str, hierarchies: Vec<Hierarchy>) -> Self {
+        let path = CgroupPath::Named(name.to_string());
         let joined = hierarchies
             .into_iter()
             .map(|h| {
-                let dir = h.mount_point.join(PARENT_DIR).join(name);
-                (h, dir)
+                let place = path.place(&h.mount_point, || "/".into());
+                (h, place)
             })
-            .filter(|(_, dir)| dir.is_dir())
+            .filter(|(_, place)| place.dir.is_dir())
             .collect();
         V1Manager {
-            name: name.to_string(),
+            label: path.label(),
+            joined,
+        }
+    }
+
+    /// The existing directories `dirs`, each in the hierarchy mounted above it.
+    pub(super) fn at(dirs: Vec<PathBuf>, created: &[PathBuf], hierarchies: Vec<Hierarchy>) -> Self {
+        let joined = dirs
+            .into_iter()
+            .filter_map(|dir| {
+                let h = hierarchies
+                    .iter()
+                    .find(|h| dir.starts_with(&h.mount_point))?;
+                Some((h.clone(), Place::existing(dir, created)))
+            })
+            .collect();
+        V1Manager {
+            label: String::new(),
             joined,
         }
     }
@@ -172,7 +199,7 @@ impl V1Manager {
         self.joined
             .iter()
             .find(|(h, _)| has(h, controller))
-            .map(|(_, dir)| dir.as_path())
+            .map(|(_, place)| place.dir.as_path())
     }
 }
 
@@ -188,15 +215,21 @@ fn controller_subject(controller: &str) -> &'static str {
 
 impl CgroupManager for V1Manager {
     fn create(&self, resources: &Resources, explain: &Explain) -> Result<(), CgroupError> {
-        for (hierarchy, dir) in &self.joined {
-            let parent = hierarchy.mount_point.join(PARENT_DIR);
-            super::ensure_parent(explain, &parent)?;
+        for (hierarchy, place) in &self.joined {
+            place.create(&self.label, explain, |_| Ok(()))?;
             if has(hierarchy, cpuset::NAME) {
-                cpuset::inherit(explain, &hierarchy.mount_point, &parent)?;
-            }
-            super::create_leaf(explain, dir, &self.name)?;
-            if has(hierarchy, cpuset::NAME) {
-                cpuset::inherit(explain, &parent, dir)?;
+                // Each level below the root, top-down, gets its parent's CPUs and nodes.
+                let mut levels: Vec<&Path> = place
+                    .dir
+                    .ancestors()
+                    .take_while(|a| *a != hierarchy.mount_point)
+                    .collect();
+                levels.reverse();
+                for level in levels {
+                    if let Some(parent) = level.parent() {
+                        cpuset::inherit(explain, parent, level)?;
+                    }
+                }
             }
         }
         for controller in controllers(resources) {
@@ -209,8 +242,8 @@ impl CgroupManager for V1Manager {
 
     fn add_process(&self, pid: i32, explain: &Explain) -> Result<(), CgroupError> {
         let pid = pid.to_string();
-        for (_, dir) in &self.joined {
-            super::write(explain, &dir.join("cgroup.procs"), &pid)?;
+        for (_, place) in &self.joined {
+            super::write(explain, &place.dir.join("cgroup.procs"), &pid)?;
         }
         Ok(())
     }
@@ -218,7 +251,7 @@ impl CgroupManager for V1Manager {
     fn self_join_files(&self) -> Vec<PathBuf> {
         self.joined
             .iter()
-            .map(|(_, dir)| dir.join("tasks"))
+            .map(|(_, place)| place.dir.join("tasks"))
             .collect()
     }
 
@@ -244,7 +277,10 @@ impl CgroupManager for V1Manager {
     }
 
     fn paths(&self) -> Vec<PathBuf> {
-        self.joined.iter().map(|(_, dir)| dir.clone()).collect()
+        self.joined
+            .iter()
+            .map(|(_, place)| place.dir.clone())
+            .collect()
     }
 
     fn container_view(&self) -> ContainerView {
@@ -266,12 +302,19 @@ impl CgroupManager for V1Manager {
     fn remove(&self, explain: &Explain) -> Result<(), CgroupError> {
         // Try every hierarchy even when one fails, so one error leaves the least behind.
         let mut first_error = None;
-        for (_, dir) in &self.joined {
-            if let Err(e) = super::remove_dir(explain, dir) {
+        for (_, place) in &self.joined {
+            if let Err(e) = place.remove(explain) {
                 first_error.get_or_insert(e);
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    fn created_parents(&self) -> Vec<PathBuf> {
+        self.joined
+            .iter()
+            .flat_map(|(_, place)| place.created())
+            .collect()
     }
 }
 
@@ -287,6 +330,10 @@ mod tests {
         }
     }
 
+    fn named() -> CgroupPath {
+        CgroupPath::Named("c".into())
+    }
+
     fn hybrid() -> Vec<Hierarchy> {
         vec![
             hierarchy("/sys/fs/cgroup/cpu,cpuacct", &["cpu", "cpuacct"]),
@@ -298,8 +345,8 @@ mod tests {
 
     #[test]
     fn the_container_joins_cpuset_only_when_limited() {
-        let none = V1Manager::new("c", &Resources::default(), hybrid()).unwrap();
-        let dirs: Vec<_> = none.joined.iter().map(|(_, d)| d.clone()).collect();
+        let none = V1Manager::new(&named(), &Resources::default(), hybrid()).unwrap();
+        let dirs = none.paths();
         assert_eq!(
             dirs,
             [
@@ -320,13 +367,13 @@ mod tests {
             cpuset_cpus: Some("0".into()),
             ..Resources::default()
         };
-        let with = V1Manager::new("c", &pinned, hybrid()).unwrap();
+        let with = V1Manager::new(&named(), &pinned, hybrid()).unwrap();
         assert!(with.dir_with("cpuset").is_some());
     }
 
     #[test]
     fn the_init_joins_itself_through_each_hierarchys_tasks_file() {
-        let manager = V1Manager::new("c", &Resources::default(), hybrid()).unwrap();
+        let manager = V1Manager::new(&named(), &Resources::default(), hybrid()).unwrap();
         assert_eq!(
             manager.self_join_files(),
             [
@@ -343,7 +390,7 @@ mod tests {
             blkio_weight: Some(500),
             ..Resources::default()
         };
-        let err = V1Manager::new("c", &limited, hybrid()).unwrap_err();
+        let err = V1Manager::new(&named(), &limited, hybrid()).unwrap_err();
         assert!(err.to_string().contains("blkio controller"), "{err}");
     }
 
@@ -357,7 +404,7 @@ mod tests {
             memory: Some(32 << 20),
             ..Resources::default()
         };
-        let manager = V1Manager::new("c", &res, hierarchies).unwrap();
+        let manager = V1Manager::new(&named(), &res, hierarchies).unwrap();
         manager.create(&res, &Explain::off()).unwrap();
         let dir = memory.join("isolab/c");
         assert_eq!(

@@ -1,5 +1,6 @@
-//! cgroup v2: one tree. The container's cgroup is `isolab/<name>` under the root; the
-//! controllers it needs are enabled top-down through each parent's cgroup.subtree_control.
+//! cgroup v2: one tree. The container's cgroup is `isolab/<name>` under the root (or the
+//! OCI cgroups path); the controllers it needs are enabled top-down through each parent's
+//! cgroup.subtree_control.
 
 mod cpu;
 mod cpuset;
@@ -9,14 +10,15 @@ mod memory;
 use std::path::{Path, PathBuf};
 
 use super::pids;
-use super::{CgroupError, CgroupManager, ContainerView, PARENT_DIR, Resources, Stats};
+use super::{CgroupError, CgroupManager, CgroupPath, ContainerView, Place, Resources, Stats};
 use crate::explain::Explain;
 
 #[derive(Debug)]
 pub(super) struct V2Manager {
     root: PathBuf,
-    name: String,
-    dir: PathBuf,
+    /// For messages: the container's name or cgroups path.
+    label: String,
+    place: Place,
     /// Controllers to enable for the container, in `cgroup.subtree_control` syntax order.
     controllers: Vec<&'static str>,
 }
@@ -51,7 +53,7 @@ impl V2Manager {
     pub(super) fn new(
         root: &Path,
         available: &[String],
-        name: &str,
+        path: &CgroupPath,
         resources: &Resources,
     ) -> Result<Self, CgroupError> {
         let mut enabled = Vec::new();
@@ -73,16 +75,26 @@ impl V2Manager {
         }
         Ok(V2Manager {
             root: root.to_path_buf(),
-            name: name.to_string(),
-            dir: root.join(PARENT_DIR).join(name),
+            label: path.label(),
+            place: path.place(root, || super::own_cgroup("")),
             controllers: enabled,
         })
     }
 
     /// The manager of an existing `isolab/<name>`, with the controllers its parent gives it.
     pub(super) fn existing(root: &Path, name: &str) -> Self {
-        let dir = root.join(PARENT_DIR).join(name);
-        let given = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+        let path = CgroupPath::Named(name.to_string());
+        Self::of(root, path.label(), path.place(root, || "/".into()))
+    }
+
+    /// The manager of the directory `dir`, made earlier (it may be gone by now).
+    pub(super) fn at(root: &Path, dir: PathBuf, created: &[PathBuf]) -> Self {
+        Self::of(root, String::new(), Place::existing(dir, created))
+    }
+
+    fn of(root: &Path, label: String, place: Place) -> Self {
+        let given =
+            std::fs::read_to_string(place.dir.join("cgroup.controllers")).unwrap_or_default();
         let controllers = controllers(&Resources::default())
             .into_iter()
             .map(|(controller, ..)| controller)
@@ -90,8 +102,8 @@ impl V2Manager {
             .collect();
         V2Manager {
             root: root.to_path_buf(),
-            name: name.to_string(),
-            dir,
+            label,
+            place,
             controllers,
         }
     }
@@ -108,29 +120,44 @@ impl V2Manager {
 
 impl CgroupManager for V2Manager {
     fn create(&self, resources: &Resources, explain: &Explain) -> Result<(), CgroupError> {
-        let parent = self.root.join(PARENT_DIR);
-        super::ensure_parent(explain, &parent)?;
-        if !self.controllers.is_empty() {
-            let enable = self.subtree_control_value();
-            super::write(explain, &self.root.join("cgroup.subtree_control"), &enable)?;
-            super::write(explain, &parent.join("cgroup.subtree_control"), &enable)?;
-        }
-        super::create_leaf(explain, &self.dir, &self.name)?;
+        let enable = self.subtree_control_value();
+        let enable_in = |dir: &Path| {
+            if enable.is_empty() {
+                return Ok(());
+            }
+            super::write(explain, &dir.join("cgroup.subtree_control"), &enable)
+        };
+        // From the root down to the level above the base (the base itself and the levels
+        // below it are done as they are made).
+        let mut above: Vec<&Path> = self
+            .place
+            .base
+            .ancestors()
+            .skip(1)
+            .filter(|a| a.starts_with(&self.root))
+            .collect();
+        above.reverse();
+        above.into_iter().try_for_each(enable_in)?;
+        self.place.create(&self.label, explain, enable_in)?;
         for (controller, _, _, apply) in controllers(resources) {
             if self.controllers.contains(&controller) {
-                apply(&self.dir, resources, explain)?;
+                apply(&self.place.dir, resources, explain)?;
             }
         }
         Ok(())
     }
 
     fn add_process(&self, pid: i32, explain: &Explain) -> Result<(), CgroupError> {
-        super::write(explain, &self.dir.join("cgroup.procs"), &pid.to_string())
+        super::write(
+            explain,
+            &self.place.dir.join("cgroup.procs"),
+            &pid.to_string(),
+        )
     }
 
     fn oom_kills(&self) -> Result<u64, CgroupError> {
         if self.controllers.contains(&memory::NAME) {
-            memory::oom_kills(&self.dir)
+            memory::oom_kills(&self.place.dir)
         } else {
             Ok(0)
         }
@@ -139,19 +166,20 @@ impl CgroupManager for V2Manager {
     fn stats(&self) -> Result<Stats, CgroupError> {
         let mut stats = Stats::default();
         // cpu.stat's usage is kept by the core, with or without the cpu controller.
-        cpu::stats(&self.dir, &mut stats)?;
+        let dir = &self.place.dir;
+        cpu::stats(dir, &mut stats)?;
         if self.controllers.contains(&memory::NAME) {
-            memory::stats(&self.dir, &mut stats)?;
+            memory::stats(dir, &mut stats)?;
         }
         if self.controllers.contains(&pids::NAME) {
-            pids::stats(&self.dir, &mut stats)?;
+            pids::stats(dir, &mut stats)?;
         }
         Ok(stats)
     }
 
     fn paths(&self) -> Vec<PathBuf> {
-        if self.dir.is_dir() {
-            vec![self.dir.clone()]
+        if self.place.dir.is_dir() {
+            vec![self.place.dir.clone()]
         } else {
             Vec::new()
         }
@@ -162,11 +190,15 @@ impl CgroupManager for V2Manager {
     }
 
     fn clone_target(&self) -> Option<&Path> {
-        Some(&self.dir)
+        Some(&self.place.dir)
     }
 
     fn remove(&self, explain: &Explain) -> Result<(), CgroupError> {
-        super::remove_dir(explain, &self.dir)
+        self.place.remove(explain)
+    }
+
+    fn created_parents(&self) -> Vec<PathBuf> {
+        self.place.created()
     }
 }
 
@@ -176,7 +208,7 @@ mod tests {
 
     fn manager(root: &Path, available: &str, res: &Resources) -> Result<V2Manager, CgroupError> {
         let available: Vec<String> = available.split_whitespace().map(String::from).collect();
-        V2Manager::new(root, &available, "c", res)
+        V2Manager::new(root, &available, &CgroupPath::Named("c".into()), res)
     }
 
     #[test]
