@@ -67,6 +67,13 @@ fn run_container(name: &str, options: &[&str], root: &str, command: &[&str]) -> 
     isolab(&run_args(name, options, root, command))
 }
 
+/// `run_container`, which must succeed.
+fn start_container(name: &str, options: &[&str], root: &str, command: &[&str]) -> Output {
+    let out = run_container(name, options, root, command);
+    assert_eq!(code(&out), 0, "{name}: {}", stderr(&out));
+    out
+}
+
 fn code(output: &Output) -> i32 {
     output.status.code().unwrap_or(-1)
 }
@@ -161,11 +168,13 @@ fn host_state() -> HostState {
     }
 }
 
-/// Runs `test` and checks that the host looks the same afterwards.
-fn leaves_nothing_behind(test: impl FnOnce()) {
+/// Runs `test` with a fresh root filesystem and checks that the host looks the same
+/// afterwards.
+fn leaves_nothing_behind(test: impl FnOnce(&str)) {
+    let root = rootfs();
     let _serial = common::serial("container-lifecycle-tests");
     let before = host_state();
-    test();
+    test(root.path());
     assert_eq!(host_state(), before, "the host state changed");
 }
 
@@ -178,15 +187,13 @@ fn record(name: &str) -> Value {
 
 #[test]
 fn a_detached_container_runs_is_listed_exec_d_into_and_removed() {
-    let root = rootfs();
-    leaves_nothing_behind(|| {
-        let run = run_container(
+    leaves_nothing_behind(|root| {
+        let run = start_container(
             "lc-main",
             &["-d", "--memory", "64M"],
-            root.path(),
+            root,
             &["/bin/sh", "-c", "echo started; exec sleep 1000"],
         );
-        assert_eq!(code(&run), 0, "{}", stderr(&run));
         assert_eq!(stdout(&run).trim(), "lc-main");
 
         let ps = isolab(&["ps", "--json"]);
@@ -249,14 +256,14 @@ fn a_detached_container_runs_is_listed_exec_d_into_and_removed() {
         assert_eq!(stats["oom_kills"], 0);
 
         // The name is taken, detached or not.
-        let again = run_container("lc-main", &["-d"], root.path(), &["true"]);
+        let again = run_container("lc-main", &["-d"], root, &["true"]);
         assert_eq!(code(&again), 125);
         assert!(
             stderr(&again).contains("exists already"),
             "{}",
             stderr(&again)
         );
-        let fg = run_container("lc-main", &[], root.path(), &["true"]);
+        let fg = run_container("lc-main", &[], root, &["true"]);
         assert_eq!(code(&fg), 125);
 
         let rm = isolab(&["rm", "lc-main"]);
@@ -269,15 +276,8 @@ fn a_detached_container_runs_is_listed_exec_d_into_and_removed() {
 
 #[test]
 fn the_supervisor_is_measured_and_records_the_exit() {
-    let root = rootfs();
-    leaves_nothing_behind(|| {
-        let run = run_container(
-            "lc-exit",
-            &["-d"],
-            root.path(),
-            &["/isolab-workload", "idle"],
-        );
-        assert_eq!(code(&run), 0, "{}", stderr(&run));
+    leaves_nothing_behind(|root| {
+        start_container("lc-exit", &["-d"], root, &["/isolab-workload", "idle"]);
         // The supervisor's size is a benchmark figure (goal: <= 1 MiB PSS in the release
         // build); here only that `stats` reports it for the recorded supervisor.
         let supervisor = record("lc-exit")["supervisor_pid"].clone();
@@ -300,15 +300,13 @@ fn the_supervisor_is_measured_and_records_the_exit() {
 
 #[test]
 fn a_detached_tty_container_logs_its_terminal_output() {
-    let root = rootfs();
-    leaves_nothing_behind(|| {
-        let run = run_container(
+    leaves_nothing_behind(|root| {
+        let run = start_container(
             "lc-tty",
             &["-d", "--tty"],
-            root.path(),
+            root,
             &["/bin/busybox", "sh", "-c", "test -t 1 && echo tty-ok"],
         );
-        assert_eq!(code(&run), 0, "{}", stderr(&run));
         assert_eq!(stdout(&run).trim(), "lc-tty");
         // It ends by itself; stop waits until the supervisor has recorded the end.
         assert_eq!(code(&isolab(&["stop", "--time", "10", "lc-tty"])), 0);
@@ -325,10 +323,8 @@ fn a_detached_tty_container_logs_its_terminal_output() {
 
 #[test]
 fn kill_and_oom_are_recorded() {
-    let root = rootfs();
-    leaves_nothing_behind(|| {
-        let run = run_container("lc-kill", &["-d"], root.path(), &["sleep", "1000"]);
-        assert_eq!(code(&run), 0, "{}", stderr(&run));
+    leaves_nothing_behind(|root| {
+        start_container("lc-kill", &["-d"], root, &["sleep", "1000"]);
         assert_eq!(code(&isolab(&["kill", "lc-kill", "KILL"])), 0);
         // stop of an ended container is no error, and waits for the record.
         assert_eq!(code(&isolab(&["stop", "lc-kill"])), 0);
@@ -338,7 +334,7 @@ fn kill_and_oom_are_recorded() {
         let oom = run_container(
             "lc-oom",
             &["-d", "--memory", "16M", "--memory-swap", "16M"],
-            root.path(),
+            root,
             &["/isolab-workload", "mem", "--mib", "64"],
         );
         if code(&oom) == 125 && stderr(&oom).contains("swap") {
@@ -361,8 +357,7 @@ fn kill_and_oom_are_recorded() {
 
 #[test]
 fn failures_use_dockers_codes_and_leave_nothing() {
-    let root = rootfs();
-    leaves_nothing_behind(|| {
+    leaves_nothing_behind(|root| {
         for command in [
             &["exec", "lc-none", "--", "true"][..],
             &["logs", "lc-none"],
@@ -380,7 +375,7 @@ fn failures_use_dockers_codes_and_leave_nothing() {
             );
         }
         // A detached start that fails reports like the foreground one, and cleans up.
-        let missing = run_container("lc-bad", &["-d"], root.path(), &["/nonexistent"]);
+        let missing = run_container("lc-bad", &["-d"], root, &["/nonexistent"]);
         assert_eq!(code(&missing), 127, "{}", stderr(&missing));
         assert_eq!(stderr(&missing).lines().count(), 1, "{}", stderr(&missing));
         let badroot = run_container("lc-bad", &["-d"], "/nonexistent/r", &["true"]);
@@ -408,10 +403,8 @@ fn failures_use_dockers_codes_and_leave_nothing() {
 
 #[test]
 fn gc_cleans_up_after_a_killed_supervisor() {
-    let root = rootfs();
-    leaves_nothing_behind(|| {
-        let run = run_container("lc-gc", &["-d"], root.path(), &["sleep", "1000"]);
-        assert_eq!(code(&run), 0, "{}", stderr(&run));
+    leaves_nothing_behind(|root| {
+        start_container("lc-gc", &["-d"], root, &["sleep", "1000"]);
         let state = record("lc-gc");
         let supervisor = state["supervisor_pid"].as_i64().unwrap() as i32;
         // SAFETY: kill(2) with a pid read from the record just now; no memory is involved.
@@ -440,10 +433,9 @@ fn gc_cleans_up_after_a_killed_supervisor() {
 
 #[test]
 fn a_foreground_container_is_listed_and_reachable() {
-    let root = rootfs();
-    leaves_nothing_behind(|| {
+    leaves_nothing_behind(|root| {
         let mut fg = std::process::Command::new(assert_cmd::cargo::cargo_bin("isolab"))
-            .args(run_args("lc-fg", &[], root.path(), &["sleep", "1000"]))
+            .args(run_args("lc-fg", &[], root, &["sleep", "1000"]))
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -465,8 +457,7 @@ fn a_foreground_container_is_listed_and_reachable() {
 
 #[test]
 fn a_hundred_parallel_detached_starts_get_distinct_names_and_clean_up() {
-    let root = rootfs();
-    leaves_nothing_behind(|| {
+    leaves_nothing_behind(|root| {
         let names: Vec<String> = (0..100).map(|i| format!("lc-par-{i}")).collect();
         let children: Vec<_> = names
             .iter()
@@ -475,7 +466,7 @@ fn a_hundred_parallel_detached_starts_get_distinct_names_and_clean_up() {
                     .args(run_args(
                         name,
                         &["-d", "--pids-limit", "16"],
-                        root.path(),
+                        root,
                         &["/isolab-workload", "idle"],
                     ))
                     .stdout(std::process::Stdio::null())

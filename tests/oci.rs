@@ -133,7 +133,13 @@ impl Bundle {
             "cgroup isolab/{} left",
             self.id
         );
-        if let Some(path) = self.config()["linux"]["cgroupsPath"].as_str() {
+        // A test may have left a config that does not parse; it made no cgroup then.
+        let config: Option<Value> =
+            serde_json::from_slice(&std::fs::read(self.path().join("config.json")).unwrap()).ok();
+        if let Some(path) = config
+            .as_ref()
+            .and_then(|c| c["linux"]["cgroupsPath"].as_str())
+        {
             let top = Path::new(path)
                 .components()
                 .find(|c| matches!(c, std::path::Component::Normal(_)))

@@ -416,6 +416,7 @@ impl Launcher {
                 }
             }
         }
+        let mut cgroups = Vec::new();
         let mut dirs = vec![(PathBuf::from("/sys/fs/cgroup"), 0)];
         while let Some((dir, depth)) = dirs.pop() {
             for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -425,6 +426,7 @@ impl Launcher {
                 let path = entry.path();
                 if entry.file_name().to_string_lossy().contains(&self.tag) {
                     found.push(format!("cgroup {}", path.display()));
+                    cgroups.push(path);
                 } else if depth < 3 {
                     dirs.push((path, depth + 1));
                 }
@@ -462,6 +464,12 @@ impl Launcher {
             for index in 0..count {
                 self.remove(index);
             }
+        }
+        // What the target's own removal did not take: its processes were killed above, so
+        // the cgroups are empty, and a cgroup directory goes with rmdir, deepest first.
+        cgroups.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for cgroup in cgroups {
+            let _ = fs::remove_dir(&cgroup);
         }
         found
     }
@@ -875,7 +883,11 @@ fn measure(
         let running = fleet.running();
         let next = (config.count - running).min(step);
         let now = Meminfo::read()?;
-        let each = u64::try_from(now.used - baseline.used).unwrap_or(0) / u64::from(running.max(1));
+        // What an instance costs so far: the host's view, unless the rest of the host's
+        // churn hides it below the instances' own PSS.
+        let used = u64::try_from(now.used - baseline.used).unwrap_or(0);
+        let pss = steps.last().map_or(0, |s: &DensityStep| s.pss_sum_kib);
+        let each = used.max(pss) / u64::from(running.max(1));
         let left = u64::try_from(now.available)
             .unwrap_or(0)
             .saturating_sub(each * u64::from(next));

@@ -83,23 +83,32 @@ pub struct Memory {
     pub overhead_kib: f64,
 }
 
-/// Memory per target from the `ready` run set (the workload does nothing else there, so
-/// what is above native is the isolation's own cost).
+/// Run sets that show what an instance costs at rest, in order of preference: `ready` (the
+/// workload does nothing else), then `cpu` and `syscall` (a few pages of their own). A
+/// `ready` run shorter than the PSS sampling period has no PSS (native's often has none),
+/// so the first set with a native PSS is used.
+const MEMORY_MODES: [&str; 3] = ["ready", "cpu", "syscall"];
+
+/// Memory per target from the first of [`MEMORY_MODES`] with a native PSS (what is above
+/// native is the isolation's own cost).
 pub fn memory(c: &Collection) -> Result<(&Loaded, Vec<Memory>), Missing> {
-    let set = c.mode("ready").ok_or_else(|| Missing::mode("ready"))?;
-    let pss = |name: &str| Some(set.target(name)?.stats.get("pss_kib")?.median);
-    let native = pss("native").ok_or_else(|| {
-        Missing::new(
-            "native PSS in the `ready` run set",
-            "isolab bench --workload ready --target native,...",
-        )
-    })?;
+    let pss = |set: &Loaded, name: &str| Some(set.target(name)?.stats.get("pss_kib")?.median);
+    let (set, native) = MEMORY_MODES
+        .iter()
+        .filter_map(|mode| c.mode(mode))
+        .find_map(|set| Some((set, pss(set, "native")?)))
+        .ok_or_else(|| {
+            Missing::new(
+                "native PSS in a `ready`, `cpu` or `syscall` run set",
+                "isolab bench --workload cpu --target native,...",
+            )
+        })?;
     let rows = set
         .set
         .targets
         .iter()
         .filter_map(|t| {
-            let pss_kib = pss(&t.name)?;
+            let pss_kib = pss(set, &t.name)?;
             Some(Memory {
                 target: t.name.clone(),
                 kind: Kind::of(&t.name),
@@ -781,5 +790,36 @@ mod tests {
         let s = slope(&[(10.0, 1500.0), (20.0, 2500.0), (30.0, 3500.0)]);
         assert!((s - 115.0).abs() < 1e-9, "{s}");
         assert_eq!(slope(&[]), 0.0);
+    }
+
+    #[test]
+    fn density_costs_summarise_reach_split_and_start_times() {
+        // A real `--quick` run (release build): 20 of each, 5 per step.
+        let c = fixture(&["density-split.json"]);
+        let (_, rows) = density_costs(&c).unwrap();
+        assert_eq!(rows.len(), 3);
+        for row in &rows {
+            assert_eq!((row.instances, row.requested), (20, Some(20)), "{row:?}");
+            assert_eq!(row.stopped, "completed");
+            assert!(
+                row.start_ms_first > 0.0 && row.start_ms_last > 0.0,
+                "{row:?}"
+            );
+            // Every instance adds to both sides.
+            assert!(row.runtime_slope_kib.unwrap() > 0.0, "{row:?}");
+            assert!(row.instance_slope_kib.unwrap() > 0.0, "{row:?}");
+        }
+        let vm = rows.iter().find(|r| r.target == "vm-mini").unwrap();
+        // By hand from the file: runtime PSS 3523, 5768, 7958, 10128 KiB at 5..20 running.
+        let by_hand = slope(&[
+            (5.0, 3523.0),
+            (10.0, 5768.0),
+            (15.0, 7958.0),
+            (20.0, 10128.0),
+        ]);
+        assert!((vm.runtime_slope_kib.unwrap() - by_hand).abs() < 1e-9);
+        // A set without the split has none.
+        let (_, old) = density_costs(&fixture(&["density.json"])).unwrap();
+        assert!(old.iter().all(|r| r.runtime_slope_kib.is_none()));
     }
 }

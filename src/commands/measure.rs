@@ -20,16 +20,14 @@ use crate::failure::Failure;
 
 /// Targets that run the workload one run at a time but cannot run several instances side
 /// by side, and why: they are left out of the density run only.
-const NO_DENSITY: [(&str, &str); 1] = [(
-    "runc",
-    "its bench target gives every run of a run set the same container id, so a second \
-     instance is refused while the first runs",
-)];
-
 /// The density run of `--quick` measures only these: the baseline and one container and
 /// one VM for claim 4. Every target's density run waits for the host's memory to settle
 /// after its stop (up to 10 s on a busy host), which would take `--quick` past a minute.
 const QUICK_DENSITY: [&str; 3] = ["native", "container", "vm-mini"];
+
+/// The targets the `net` workload runs on: each needs a server beside it (a second host
+/// process, or a container on the isolab0 bridge).
+const NET_TARGETS: [&str; 2] = ["native", "container"];
 
 #[derive(Debug, Args)]
 pub struct MeasureArgs {
@@ -48,7 +46,8 @@ pub struct MeasureArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     count: Option<u32>,
     /// Also boot Linux micro-VMs side by side in the QEMU/TCG sandbox (standard KVM):
-    /// `vm-linux` against `qemu-microvm` (see `isolab sandbox peers`), into the same report.
+    /// `vm-linux` against `qemu-microvm` (see `isolab sandbox peers`), reported apart in
+    /// DIR/sandbox, as the sandbox is another host.
     #[arg(long)]
     sandbox: bool,
 }
@@ -116,13 +115,6 @@ pub fn run(args: MeasureArgs) -> Result<(), Failure> {
         .collect();
     let idle_targets: Vec<String> = targets
         .iter()
-        .filter(|t| match NO_DENSITY.iter().find(|(name, _)| name == t) {
-            Some((name, why)) => {
-                println!("leaving {name} out of the density run: {why}");
-                false
-            }
-            None => true,
-        })
         .filter(|t| {
             let kept = !args.quick || QUICK_DENSITY.contains(&t.as_str());
             if !kept {
@@ -135,12 +127,21 @@ pub fn run(args: MeasureArgs) -> Result<(), Failure> {
     println!("measuring: {}", targets.join(", "));
 
     let mut stages = Stages {
-        total: Mode::ALL.len() + 3 + usize::from(args.sandbox),
+        total: Mode::ALL.len() + 4 + usize::from(args.sandbox),
         done: 0,
         start: Instant::now(),
     };
     let mut files = Vec::new();
-    for mode in Mode::ALL {
+    let net_targets: Vec<String> = targets
+        .iter()
+        .filter(|t| NET_TARGETS.contains(&t.as_str()))
+        .cloned()
+        .collect();
+    for (mode, targets) in Mode::ALL
+        .into_iter()
+        .map(|mode| (mode, &targets))
+        .chain([(Mode::Net, &net_targets)])
+    {
         stages.next(&format!(
             "workload `{}` on {}",
             mode.name(),
@@ -195,16 +196,18 @@ pub fn run(args: MeasureArgs) -> Result<(), Failure> {
     files.extend(outcome.files);
 
     if args.sandbox {
+        // The sandbox is another host: its results get a report of their own.
         stages.next("Linux micro-VMs in the sandbox: vm-linux, qemu-microvm");
         let (runs, warmup) = runs(Mode::Ready, args.quick, args.runs);
-        files.extend(crate::commands::sandbox::peers(
-            &crate::commands::sandbox::PeersArgs {
-                runs,
-                warmup,
-                out: args.out.clone(),
-                timeout: Duration::from_secs(900),
-            },
-        )?);
+        let out = args.out.join("sandbox");
+        let json = crate::commands::sandbox::peers(&crate::commands::sandbox::PeersArgs {
+            runs,
+            warmup,
+            out: out.clone(),
+            timeout: Duration::from_secs(900),
+        })?;
+        isolab_reports::report::write(&json, &out).map_err(|e| Failure::BadInput(e.into()))?;
+        println!("sandbox report: {}", out.join("report.html").display());
     }
 
     stages.next("report");

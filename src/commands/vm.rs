@@ -54,7 +54,7 @@
 //! - 2: too little `--mem` for the kernel, a bad `--vcpus`, a command line over the limit,
 //!   a missing or unusable `--disk` image or no virtio modules beside the kernel, `--disk`
 //!   with `--vmm qemu-microvm`;
-//! - 3 also: `--vmm qemu-microvm` without qemu-system-x86_64.
+//! - 3 also: `--vmm qemu-microvm` without qemu-system-x86_64, `--disk` without busybox.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -359,6 +359,7 @@ fn linux_failure(error: linux::Error) -> Failure {
         }
         linux::Error::Pvm
         | linux::Error::NoKvm
+        | linux::Error::NoBusybox
         | linux::Error::Peer(linux::peer::PeerError::NoQemu) => {
             return Failure::HostLacks(error.into());
         }

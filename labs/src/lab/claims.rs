@@ -148,6 +148,9 @@ fn figures(c: &Collection) -> Figures {
     figures
 }
 
+/// Whether an answer agrees with what the checker measured.
+type Agrees<'a> = &'a dyn Fn(&str, &str) -> bool;
+
 /// A number within `absolute` of the measured one, or within [`RELATIVE_SLACK`] of it.
 fn close(absolute: f64) -> impl Fn(&str, &str) -> bool {
     move |answer, measured| {
@@ -283,7 +286,7 @@ impl Lab for ClaimsLab {
         ));
         let answers = Answers::load(ws)?;
         let (ms, pct, mib) = (close(MS_SLACK), close(PCT_SLACK), close(MIB_SLACK));
-        let graded: [(&str, Option<String>, &dyn Fn(&str, &str) -> bool); 6] = [
+        let graded: [(&str, Option<String>, Agrees); 6] = [
             (
                 "container_ready_ms",
                 shown(figures.container_ready_ms, 3),

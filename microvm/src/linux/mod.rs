@@ -145,6 +145,11 @@ pub enum Error {
         "--disk needs the kernel's virtio modules in {0} (`isolab kernel fetch` keeps them beside the kernels it stores)"
     )]
     DiskModules(PathBuf),
+    #[error(
+        "--disk boots through a busybox init, and {} is missing: install busybox-static (`isolab setup --for tests`)",
+        initramfs::BUSYBOX
+    )]
+    NoBusybox,
 }
 
 /// How the guest ended.
@@ -466,6 +471,9 @@ fn check_inputs(config: &Config, trace: &mut Trace) -> Result<Inputs, Error> {
                 .join("modules");
             if !modules.is_dir() {
                 return Err(Error::DiskModules(modules));
+            }
+            if !std::path::Path::new(initramfs::BUSYBOX).is_file() {
+                return Err(Error::NoBusybox);
             }
             trace.step("disk boot initramfs (cached by content)", || {
                 initramfs::ensure_disk_boot(&config.cache, &modules)

@@ -48,12 +48,13 @@ pub(crate) struct ChildPlan {
     /// The cgroup files the child writes "0" to, to move itself in after the parent's
     /// go-ahead; empty when the parent (or clone3) places it.
     pub(crate) join_cgroups: Vec<CString>,
-    /// `--tty`: the pty slave, which becomes the controlling terminal and stdio.
-    pub(crate) console: Option<RawFd>,
+    /// `--tty`: the init opens its terminal from the container's /dev/ptmx after
+    /// pivot_root and sends the master back.
+    pub(crate) console: Option<super::tty::ConsolePlan>,
     /// The child's end of the sync pipe.
     pub(crate) sync_rx: OwnedFd,
     /// The parent's ends, which the child's copy of the descriptor table must not keep open.
-    pub(crate) parent_ends: [RawFd; 2],
+    pub(crate) parent_ends: Vec<RawFd>,
     pub(crate) process: ProcessPlan,
 }
 
@@ -180,7 +181,7 @@ pub(crate) fn run(plan: &ChildPlan, arrays: &ExecArrays) -> ! {
     let p = &plan.process;
     x.phase("namespaces");
     let sys = Linux { explain: *x };
-    for fd in plan.parent_ends {
+    for &fd in &plan.parent_ends {
         // SAFETY: closes this process's copies of the parent's pipe ends; the OwnedFds
         // naming them live in the parent's copy of memory and are never dropped here.
         unsafe { libc::close(fd) };
@@ -195,19 +196,6 @@ pub(crate) fn run(plan: &ChildPlan, arrays: &ExecArrays) -> ! {
         // and a flag; this process is single-threaded.
         let joined = Errno::result(unsafe { libc::setns(fd, flag) });
         check!(p, joined, "entering the namespace of descriptor {fd}");
-    }
-    if let Some(fd) = plan.console {
-        x.step(format_args!(
-            "setsid(); ioctl({fd}, TIOCSCTTY); dup2({fd}, 0..=2)"
-        ));
-        // SAFETY: the parent's pty slave, open in this copy of the descriptor table until
-        // execve (close-on-exec); nothing here closes it.
-        let slave = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-        check!(
-            p,
-            super::tty::become_console(slave),
-            "making the pty the console"
-        );
     }
 
     if plan.userns {
@@ -273,6 +261,11 @@ pub(crate) fn run(plan: &ChildPlan, arrays: &ExecArrays) -> ! {
     );
     check!(p, sys.umount_detach(c"."), "detaching the old root");
     check!(p, sys.chdir(c"/"), "entering the new root");
+    if let Some(console) = &plan.console {
+        if let Err((what, errno)) = super::tty::open_in_init(console, x) {
+            fail(p, Stage::Setup, errno, format_args!("{what}"));
+        }
+    }
     for (file, value) in &plan.sysctls {
         x.step(format_args!("write {file:?} = {value:?}"));
         check!(p, write_file(file, value), "writing {value:?} to {file:?}");

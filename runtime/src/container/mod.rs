@@ -568,7 +568,10 @@ fn start_with(
             .collect::<Result<_, _>>()?
     };
     let self_joins = !join_cgroups.is_empty();
-    let pty = config.tty.then(|| tty::open(&explain)).transpose()?;
+    let (console_rx, console) = match config.tty {
+        true => tty::console_plan().map(|(rx, plan)| (Some(rx), Some(plan)))?,
+        false => (None, None),
+    };
     let (sync_rx, sync_tx) = sys::pipe().map_err(sys_err("creating the sync pipe"))?;
     let (report_rx, report_tx) = sys::pipe().map_err(sys_err("creating the error pipe"))?;
     let plan = ChildPlan {
@@ -581,7 +584,6 @@ fn start_with(
             own_netns,
             userns: config.userns,
             cgroups: cgroups.container_view(),
-            console: pty.as_ref().map(|p| p.slave_path.as_c_str()),
             extra: &config.extra,
         }
         .plan(),
@@ -605,9 +607,13 @@ fn start_with(
         userns: config.userns,
         own_netns,
         join_cgroups,
-        console: pty.as_ref().map(|p| p.slave.as_raw_fd()),
+        console,
         sync_rx,
-        parent_ends: [sync_tx.as_raw_fd(), report_rx.as_raw_fd()],
+        parent_ends: [Some(&sync_tx), Some(&report_rx), console_rx.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(AsRawFd::as_raw_fd)
+            .collect(),
         process: process_plan(
             &process_defaults(config),
             &config.extra.process,
@@ -655,15 +661,13 @@ fn start_with(
     // or has exec'd.
     drop(plan);
     drop((joins, start_fifo));
-    // Only the container holds the slave now, so the master reads EIO once it has ended.
-    let console = pty.map(|p| p.master);
     explain.step(format_args!("container init is pid {pid} on the host"));
     let mut running = Running {
         pid,
         reaped: false,
         cleaned: false,
         cgroups,
-        console,
+        console: None,
         network: None,
         explain,
     };
@@ -699,6 +703,18 @@ fn start_with(
         // The child may have failed first (and made this step fail); its report is the cause.
         running.kill();
         return Err(child_report(&report_rx)?.unwrap_or(e));
+    }
+    if let Some(console_rx) = &console_rx {
+        // Only the container holds the slave, so the master reads EIO once it has ended.
+        running.console = tty::receive_master(console_rx)?;
+        if running.console.is_none() {
+            // The init ended before it had a terminal; its report says why.
+            running.kill();
+            return Err(child_report(&report_rx)?.unwrap_or(RunError::Sys {
+                what: "the container's init ended before opening its terminal",
+                source: Errno::ESRCH,
+            }));
+        }
     }
     if let Some(ready_rx) = &ready_rx {
         let mut byte = [0u8; 1];

@@ -119,8 +119,6 @@ pub(crate) struct Layout<'a> {
     pub(crate) own_netns: bool,
     pub(crate) userns: bool,
     pub(crate) cgroups: ContainerView,
-    /// `--tty`: the host path of the pty slave, bound onto /dev/console as runc does.
-    pub(crate) console: Option<&'a CStr>,
     /// An OCI bundle's mounts and kernel paths.
     pub(crate) extra: &'a Extra,
 }
@@ -295,12 +293,6 @@ impl Layout<'_> {
             ops.push(Op::BindFile {
                 source: cstring(format!("/dev/{device}")),
                 target: self.under_root(&format!("dev/{device}")),
-            });
-        }
-        if let Some(slave) = self.console {
-            ops.push(Op::BindFile {
-                source: slave.to_owned(),
-                target: self.under_root("dev/console"),
             });
         }
         for dir in ["dev/pts", "dev/shm", "dev/mqueue"] {
@@ -563,7 +555,6 @@ mod tests {
             own_netns: true,
             userns: false,
             cgroups: ContainerView::Unified,
-            console: None,
             extra: Box::leak(Box::default()),
         }
     }

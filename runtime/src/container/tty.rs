@@ -1,14 +1,24 @@
-//! `--tty`: the container's stdio is the slave of a pseudo-terminal opened before the clone;
-//! the foreground `isolab run` relays between its own stdio and the master, and a detached
-//! container's supervisor copies the master's output into the container's log.
+//! `--tty`: the container's stdio is the slave of a pseudo-terminal of the container's own
+//! devpts: the init opens it from the container's /dev/ptmx after pivot_root (an exec'd
+//! process from the same /dev/ptmx after entering the mount namespace), so that its name,
+//! /dev/pts/N, means the same inside, and binds the slave onto /dev/console as runc does.
+//! The master goes back to the parent over a socket. The foreground `isolab run` relays
+//! between its own stdio and the master, and a detached container's supervisor copies the
+//! master's output into the container's log.
 
-use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::ffi::CStr;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
-use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use nix::mount::MsFlags;
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
+    sendmsg, socketpair,
+};
+use nix::sys::stat::Mode;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::termios::{SetArg, Termios, cfmakeraw, tcgetattr, tcsetattr};
@@ -21,8 +31,127 @@ use crate::explain::Explain;
 pub(crate) struct Pty {
     pub(crate) master: OwnedFd,
     pub(crate) slave: OwnedFd,
-    /// The slave's host path (/dev/pts/N), bound onto the container's /dev/console.
-    pub(crate) slave_path: CString,
+}
+
+/// What the init needs to open its terminal, prepared before the clone.
+#[derive(Debug)]
+pub(crate) struct ConsolePlan {
+    /// The init's end of the socket the master goes back over.
+    pub(crate) socket: OwnedFd,
+    /// The caller's window size, if its stdin is a terminal.
+    pub(crate) size: Option<libc::winsize>,
+}
+
+/// The parent's end of the master's socket, and the init's plan.
+pub(crate) fn console_plan() -> Result<(OwnedFd, ConsolePlan), RunError> {
+    let (parent, child) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(sys_err("creating the console socket pair"))?;
+    let size = window_size(std::io::stdin().as_fd());
+    Ok((
+        parent,
+        ConsolePlan {
+            socket: child,
+            size,
+        },
+    ))
+}
+
+/// In the init, after pivot_root: a pty from the container's /dev/ptmx, its slave made
+/// the controlling terminal, stdio and /dev/console, its master sent to the parent.
+/// Returns what failed.
+pub(crate) fn open_in_init(
+    plan: &ConsolePlan,
+    explain: &Explain,
+) -> Result<(), (&'static str, Errno)> {
+    explain.step(format_args!(
+        "open(\"/dev/ptmx\"); ioctl(TIOCSPTLCK, 0); ioctl(TIOCGPTPEER); setsid(); ioctl(TIOCSCTTY); dup2(slave, 0..=2); mount(\"/proc/self/fd/0\", \"/dev/console\", MS_BIND); sendmsg(master)"
+    ));
+    let master = nix::fcntl::open(
+        c"/dev/ptmx",
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| ("opening the container's /dev/ptmx", e))?;
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int, which lives across the call.
+    Errno::result(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) })
+        .map_err(|e| ("unlocking the pty", e))?;
+    if let Some(size) = &plan.size {
+        // SAFETY: TIOCSWINSZ reads one winsize, which lives across the call.
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, size) };
+    }
+    // SAFETY: TIOCGPTPEER takes open flags and returns a new descriptor of the slave.
+    let slave = Errno::result(unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    })
+    .map_err(|e| ("opening the pty slave", e))?;
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    become_console(slave.as_fd()).map_err(|e| ("making the pty the console", e))?;
+    drop(slave);
+    // /dev is the runtime's tmpfs: the file is made there and the slave bound over it.
+    match nix::fcntl::open(
+        c"/dev/console",
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    ) {
+        Ok(_) => {}
+        Err(e) => return Err(("creating /dev/console", e)),
+    }
+    nix::mount::mount(
+        Some(c"/proc/self/fd/0"),
+        c"/dev/console",
+        None::<&CStr>,
+        MsFlags::MS_BIND,
+        None::<&CStr>,
+    )
+    .map_err(|e| ("binding the pty onto /dev/console", e))?;
+    let fds = [master.as_raw_fd()];
+    sendmsg::<()>(
+        plan.socket.as_raw_fd(),
+        &[IoSlice::new(b"m")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map(drop)
+    .map_err(|e| ("sending the pty master to the runtime", e))
+}
+
+/// In the parent: the master the init sent; `None` when the init ended before sending it.
+pub(crate) fn receive_master(socket: &OwnedFd) -> Result<Option<OwnedFd>, RunError> {
+    let mut byte = [0u8; 1];
+    let mut iov = [IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = loop {
+        match recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(Errno::EINTR) => continue,
+            other => break other.map_err(sys_err("receiving the pty master"))?,
+        }
+    };
+    for cmsg in msg.cmsgs().map_err(sys_err("receiving the pty master"))? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: the kernel installed this descriptor for this process just now.
+                return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// The window size of the terminal on fd 0, if it is one.
@@ -43,10 +172,7 @@ pub(crate) fn open(explain: &Explain) -> Result<Pty, RunError> {
         fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
             .map_err(sys_err("marking the pty close-on-exec"))?;
     }
-    let path = nix::unistd::ttyname(&pty.slave).map_err(sys_err("naming the pty slave"))?;
     Ok(Pty {
-        slave_path: CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| sys_err("naming the pty slave")(Errno::EINVAL))?,
         master: pty.master,
         slave: pty.slave,
     })

@@ -60,6 +60,10 @@ fn enter(pidfd: libc::c_int, flags: libc::c_int) -> std::io::Result<()> {
             Ok(())
         }
         hook => {
+            // Only the hook may hold what the runtime waits on: std's exec-error channel,
+            // which must close with the hook's execve, not with this process.
+            // SAFETY: close_range takes integers; this process only waits from here on.
+            unsafe { libc::close_range(3, u32::MAX, 0) };
             let mut status = 0;
             loop {
                 // SAFETY: waitpid writes one int, which lives across the call.
