@@ -184,6 +184,10 @@ fn bad_input_exits_2_with_its_message() {
             "--iters does not apply",
         ),
         (&["--peer", ""], "empty --peer: expected NAME=CMD"),
+        (
+            &["--experiment", "footprint", "--target", "native"],
+            "--experiment footprint measures images and boot files, not targets",
+        ),
         (&["--peer", "true"], "--peer `true`: expected NAME=CMD"),
         (
             &["--target", "native,native"],

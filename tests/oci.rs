@@ -549,6 +549,11 @@ fn the_console_socket_receives_the_terminal() {
         assert!(n > 0, "the terminal closed before the greeting");
         seen.extend_from_slice(&buf[..n]);
     }
+    // The terminal is the container's own: opened from its /dev/ptmx, so its name is
+    // one of the container's devpts.
+    wait_until(|| b.rootfs_file("tty-name").exists());
+    let name = std::fs::read_to_string(b.rootfs_file("tty-name")).unwrap();
+    assert!(name.starts_with("/dev/pts/"), "tty named {name:?}");
     assert_eq!(code(&b.oci(&["delete", "--force", &b.id])), 0);
     b.assert_gone(None);
 }

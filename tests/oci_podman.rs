@@ -1,5 +1,6 @@
 //! podman driving `isolab-oci` as its OCI runtime (through conmon), end to end as root:
-//! `run --rm` with the command's output, and `run -d` + `exec` + `stop` + `rm`, on an image
+//! `run --rm` with the command's output, `run -t` with the container's own terminal, and
+//! `run -d` (in podman's cgroup) + `exec` + `stop` + `rm`, on an image
 //! imported from a busybox root filesystem tar (no registry is reachable). Without the
 //! ulimit flags podman asks for more open files than this host's hard limit; isolab-oci's
 //! error then names the limit and the flag to pass.
@@ -55,7 +56,7 @@ impl Podman {
         let bin = root.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         std::fs::copy("/bin/busybox", bin.join("busybox")).expect("/bin/busybox (busybox-static)");
-        for applet in ["sh", "sleep", "echo", "cat", "grep"] {
+        for applet in ["sh", "sleep", "echo", "cat", "grep", "tty"] {
             std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
         }
         let tar = dir.join("rootfs.tar");
@@ -123,6 +124,18 @@ fn podman_runs_and_execs_with_isolab_oci() {
     assert_eq!(code(&out), 0, "podman run -d: {}", text(&out.stderr));
     let id = text(&out.stdout).trim().to_string();
     assert_eq!(id.len(), 64, "{id}");
+    // The container's cgroups are where podman's cgroupsPath puts them (cgroupfs:
+    // /libpod_parent/libpod-<id>), not isolab's own.
+    let out = podman(&["inspect", "--format", "{{.State.Pid}}", &id]);
+    let pid = text(&out.stdout).trim().to_string();
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let placed: Vec<&str> = cgroups
+        .lines()
+        .filter_map(|line| line.splitn(3, ':').nth(2))
+        .filter(|path| path.ends_with(&id))
+        .collect();
+    assert!(!placed.is_empty(), "not in podman's cgroup: {cgroups}");
+    assert!(!cgroups.contains("/isolab/"), "{cgroups}");
 
     let out = p.run(&[
         "exec",
@@ -139,6 +152,30 @@ fn podman_runs_and_execs_with_isolab_oci() {
     let out = p.run(&["rm", &p.container]);
     assert_eq!(code(&out), 0, "podman rm: {}", text(&out.stderr));
     assert_gone(&id);
+    for path in placed {
+        for root in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let dir = root.path().join(&path[1..]);
+            assert!(!dir.exists(), "{} left", dir.display());
+        }
+    }
+}
+
+#[test]
+fn podman_run_t_gets_the_containers_own_terminal() {
+    let _serial = common::serial("oci-podman");
+    let dir = tempfile::tempdir().unwrap();
+    let p = Podman::new(dir.path());
+    let mut args = vec!["run", "--rm", "-t", "--net", "none"];
+    args.extend(ULIMITS);
+    args.extend([p.image.as_str(), "tty"]);
+    // conmon relays the terminal; stdin need not be one (no -i).
+    let out = p.run(&args);
+    assert_eq!(code(&out), 0, "podman run -t: {}", text(&out.stderr));
+    let name = text(&out.stdout);
+    assert!(
+        name.trim_end().starts_with("/dev/pts/"),
+        "tty inside named {name:?}"
+    );
 }
 
 #[test]

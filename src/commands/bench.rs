@@ -12,9 +12,10 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use isolab_bench::blast::{self, BlastConfig, BlastError};
 use isolab_bench::density::DensityConfig;
+use isolab_bench::footprint::FootprintConfig;
 use isolab_bench::workload::{Mode, Sizes};
 use isolab_bench::{BenchConfig, BenchError, ErrorKind, Outcome};
-use isolab_reports::schema::StopReason;
+use isolab_reports::schema::{ResultSet, StopReason};
 
 use crate::failure::Failure;
 
@@ -81,7 +82,9 @@ pub struct BenchArgs {
     quick: bool,
     /// An experiment instead of a benchmark: daemon-kill SIGKILLs dockerd and containerd,
     /// one podman container's conmon, one isolab container's supervisor and one mini VM's
-    /// monitor while instances of each run, and counts the survivors.
+    /// monitor while instances of each run, and counts the survivors; footprint measures
+    /// the bytes on disk of the busybox and scratch+workload images in a fresh store, one
+    /// container's upper layer and the VMs' boot files (allocated blocks).
     #[arg(long, value_name = "NAME", conflicts_with_all = ["runs", "warmup", "peer", "step"])]
     experiment: Option<Experiment>,
 }
@@ -89,6 +92,7 @@ pub struct BenchArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Experiment {
     DaemonKill,
+    Footprint,
 }
 
 /// Density instances per target by default, and with --quick (started 5 at a time unless
@@ -103,8 +107,10 @@ fn parse_keep_free(text: &str) -> Result<u64, String> {
 }
 
 pub fn run(mut args: BenchArgs) -> Result<(), Failure> {
-    if args.experiment == Some(Experiment::DaemonKill) {
-        return daemon_kill(args);
+    match args.experiment {
+        Some(Experiment::DaemonKill) => return daemon_kill(args),
+        Some(Experiment::Footprint) => return footprint(args),
+        None => {}
     }
     if args.count.is_some() || args.workload == Mode::Idle {
         return density(args);
@@ -268,6 +274,53 @@ fn daemon_kill(args: BenchArgs) -> Result<(), Failure> {
         println!("wrote {}", file.display());
     }
     Ok(())
+}
+
+fn footprint(args: BenchArgs) -> Result<(), Failure> {
+    if !args.target.is_empty() || args.workload != Mode::Ready || args.count.is_some() {
+        return Err(Failure::BadInput(anyhow::anyhow!(
+            "--experiment footprint measures images and boot files, not targets: leave \
+             --target, --workload and --count out"
+        )));
+    }
+    let outcome = isolab_bench::footprint::run(&FootprintConfig {
+        workload_bin: args.workload_bin,
+        out_dir: args.out,
+        command: invocation(),
+    })
+    .map_err(|e| failure(e.into()))?;
+    print_footprint(&outcome.results);
+    for file in &outcome.files {
+        println!("wrote {}", file.display());
+    }
+    Ok(())
+}
+
+/// The footprint's figures, one line each.
+pub fn print_footprint(results: &ResultSet) {
+    let Some(footprint) = &results.footprint else {
+        return;
+    };
+    println!("{}", footprint.units);
+    for image in &footprint.images {
+        println!(
+            "image {:<20} {:>12} bytes",
+            image.names.join(", "),
+            image.total_bytes
+        );
+    }
+    for container in &footprint.containers {
+        println!(
+            "container {:<16} {:>12} bytes (its upper layer)",
+            container.id, container.upper_bytes
+        );
+    }
+    for file in &footprint.vm_files {
+        println!(
+            "{:<8} {:<16} {:>12} bytes ({})",
+            file.target, file.role, file.bytes, file.path
+        );
+    }
 }
 
 /// Maps a harness error to the exit code its kind calls for.

@@ -11,9 +11,8 @@ use isolab_bench::density::DensityConfig;
 use isolab_bench::footprint::FootprintConfig;
 use isolab_bench::target::{AVAILABLE, PLANNED, Target};
 use isolab_bench::workload::{Mode, Sizes};
-use isolab_reports::schema::ResultSet;
 
-use crate::commands::bench::{failure, invocation, print_outcome};
+use crate::commands::bench::{self, failure, invocation, print_outcome};
 use crate::commands::doctor::{self, DoctorArgs};
 use crate::commands::setup::{self, Job};
 use crate::failure::Failure;
@@ -192,7 +191,7 @@ pub fn run(args: MeasureArgs) -> Result<(), Failure> {
         command: invocation(),
     })
     .map_err(|e| failure(e.into()))?;
-    print_footprint(&outcome.results);
+    bench::print_footprint(&outcome.results);
     files.extend(outcome.files);
 
     if args.sandbox {
@@ -252,33 +251,6 @@ fn usable(target: &str) -> bool {
             println!("skipping target {target}: {why}");
             false
         }
-    }
-}
-
-/// The footprint's figures, one line each.
-fn print_footprint(results: &ResultSet) {
-    let Some(footprint) = &results.footprint else {
-        return;
-    };
-    println!("{}", footprint.units);
-    for image in &footprint.images {
-        println!(
-            "image {:<20} {:>12} bytes",
-            image.names.join(", "),
-            image.total_bytes
-        );
-    }
-    for container in &footprint.containers {
-        println!(
-            "container {:<16} {:>12} bytes (its upper layer)",
-            container.id, container.upper_bytes
-        );
-    }
-    for file in &footprint.vm_files {
-        println!(
-            "{:<8} {:<16} {:>12} bytes ({})",
-            file.target, file.role, file.bytes, file.path
-        );
     }
 }
 
