@@ -326,11 +326,10 @@ fn only_the_containers_own_devices_open() {
 
 #[test]
 fn tty_gives_the_command_a_terminal() {
-    // The slave is the host's /dev/pts/N, whose devpts the container cannot see; ttyname
-    // finds the same node where it is bound, /dev/console (runc would open the pty in the
-    // container's own devpts, and show /dev/pts/0).
+    // The init opens the pty from the container's own /dev/ptmx, as runc does, so its name
+    // is the container's first pts.
     let out = sh("tty-name", &["--tty"], "tty");
-    assert_eq!(stdout(&out), "/dev/console\r\n", "{}", stderr(&out));
+    assert_eq!(stdout(&out), "/dev/pts/0\r\n", "{}", stderr(&out));
     let out = sh(
         "tty-test",
         &["--tty"],

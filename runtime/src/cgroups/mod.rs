@@ -660,6 +660,68 @@ mod tests {
     }
 
     #[test]
+    fn own_cgroups_are_found_by_their_controllers() {
+        let text = "9:name=systemd:/\n4:memory:/a/b\n1:cpu,cpuacct:/c\n0::/u\n";
+        assert_eq!(own_cgroup_in(text, "memory"), Path::new("/a/b"));
+        assert_eq!(own_cgroup_in(text, "cpuacct,cpu"), Path::new("/c"));
+        assert_eq!(own_cgroup_in(text, "name=systemd"), Path::new("/"));
+        assert_eq!(own_cgroup_in(text, ""), Path::new("/u"));
+        assert_eq!(own_cgroup_in(text, "pids"), Path::new("/"));
+    }
+
+    #[test]
+    fn paths_are_placed_from_the_root_or_the_own_cgroup() {
+        let root = Path::new("/sys/fs/cgroup/memory");
+        let own = || PathBuf::from("/runtime/here");
+        let named = CgroupPath::Named("c".into()).place(root, own);
+        assert_eq!(named.base, root.join("isolab"));
+        assert_eq!(named.dir, root.join("isolab/c"));
+        let absolute = CgroupPath::Given("/a/b".into()).place(root, own);
+        assert_eq!(absolute.base, root);
+        assert_eq!(absolute.levels(), [root.join("a"), root.join("a/b")]);
+        let relative = CgroupPath::Given("a/b".into()).place(root, own);
+        assert_eq!(relative.dir, root.join("runtime/here/a/b"));
+        assert_eq!(relative.levels().len(), 2);
+    }
+
+    #[test]
+    fn missing_levels_are_made_and_only_those_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("shared")).unwrap();
+        let place = CgroupPath::Given("/shared/new/leaf".into()).place(root, || "/".into());
+        let mut parents = Vec::new();
+        place
+            .create("x", &Explain::off(), |p| {
+                parents.push(p.to_path_buf());
+                Ok(())
+            })
+            .unwrap();
+        assert!(root.join("shared/new/leaf").is_dir());
+        assert_eq!(
+            parents,
+            [root.to_path_buf(), root.join("shared"), root.join("shared/new")]
+        );
+        assert_eq!(place.created(), [root.join("shared/new")]);
+        // Another process removes it later, knowing only the path and what was made.
+        let later = Place::existing(place.dir.clone(), &place.created());
+        later.remove(&Explain::off()).unwrap();
+        assert!(!root.join("shared/new").exists());
+        assert!(root.join("shared").is_dir(), "not made here, so kept");
+        // A level that another container still uses stays.
+        let a = CgroupPath::Given("/p/a".into()).place(root, || "/".into());
+        let b = CgroupPath::Given("/p/b".into()).place(root, || "/".into());
+        a.create("a", &Explain::off(), |_| Ok(())).unwrap();
+        b.create("b", &Explain::off(), |_| Ok(())).unwrap();
+        a.remove(&Explain::off()).unwrap();
+        assert!(root.join("p/b").is_dir());
+        assert!(matches!(
+            b.create("b", &Explain::off(), |_| Ok(())),
+            Err(CgroupError::NameInUse { .. })
+        ));
+    }
+
+    #[test]
     fn removing_a_missing_cgroup_is_no_error() {
         let dir = tempfile::tempdir().unwrap();
         remove_dir(&Explain::off(), &dir.path().join("gone")).unwrap();

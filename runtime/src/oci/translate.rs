@@ -564,6 +564,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cgroups_paths_are_checked() {
+        assert_eq!(cgroups_path(Path::new("")).unwrap(), None);
+        assert_eq!(
+            cgroups_path(Path::new("/libpod_parent/libpod-x")).unwrap(),
+            Some(PathBuf::from("/libpod_parent/libpod-x"))
+        );
+        assert_eq!(
+            cgroups_path(Path::new("rel/x")).unwrap(),
+            Some(PathBuf::from("rel/x"))
+        );
+        let systemd = cgroups_path(Path::new("machine.slice:libpod:x")).unwrap_err();
+        assert!(systemd.to_string().contains("cgroupfs"), "{systemd}");
+        assert!(cgroups_path(Path::new("/a/../..")).is_err());
+    }
+
+    #[test]
     fn links_resolve_inside_the_root() {
         let root = tempfile::tempdir().unwrap();
         let r = root.path();

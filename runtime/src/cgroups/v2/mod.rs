@@ -251,6 +251,28 @@ mod tests {
     }
 
     #[test]
+    fn controllers_are_enabled_down_a_given_path() {
+        let root = tempfile::tempdir().unwrap();
+        let available = ["memory".to_string(), "pids".to_string()];
+        let path = CgroupPath::Given("/a/b/c".into());
+        let m = V2Manager::new(root.path(), &available, &path, &Resources::default()).unwrap();
+        m.create(&Resources::default(), &Explain::off()).unwrap();
+        let read = |p: &str| std::fs::read_to_string(root.path().join(p)).unwrap();
+        for level in ["", "a/", "a/b/"] {
+            assert_eq!(
+                read(&format!("{level}cgroup.subtree_control")),
+                "+memory +pids"
+            );
+        }
+        assert!(!root.path().join("a/b/c/cgroup.subtree_control").exists());
+        assert_eq!(m.paths(), [root.path().join("a/b/c")]);
+        assert_eq!(
+            m.created_parents(),
+            [root.path().join("a"), root.path().join("a/b")]
+        );
+    }
+
+    #[test]
     fn a_missing_controller_is_named_before_anything_is_created() {
         let root = tempfile::tempdir().unwrap();
         let res = Resources {
