@@ -700,7 +700,11 @@ mod tests {
         assert!(root.join("shared/new/leaf").is_dir());
         assert_eq!(
             parents,
-            [root.to_path_buf(), root.join("shared"), root.join("shared/new")]
+            [
+                root.to_path_buf(),
+                root.join("shared"),
+                root.join("shared/new")
+            ]
         );
         assert_eq!(place.created(), [root.join("shared/new")]);
         // Another process removes it later, knowing only the path and what was made.
