@@ -245,7 +245,15 @@ fn a_missing_workload_build_exits_3_saying_cargo_build() {
     // A copy of isolab alone in a directory has no workload next to it.
     let tmp = tempfile::tempdir().unwrap();
     let lonely = tmp.path().join("isolab");
-    fs::copy(env!("CARGO_BIN_EXE_isolab"), &lonely).unwrap();
+    // Copied by cp, not fs::copy: a write descriptor held in this process could be
+    // inherited by a child another test thread forks meanwhile, and exec of a file open
+    // for writing fails with ETXTBSY.
+    let copied = std::process::Command::new("cp")
+        .arg(env!("CARGO_BIN_EXE_isolab"))
+        .arg(&lonely)
+        .status()
+        .unwrap();
+    assert!(copied.success());
     Command::new(&lonely)
         .env_remove("ISOLAB_WORKLOAD")
         .args(["bench", "--out"])

@@ -1,6 +1,7 @@
 //! Linux micro-VMs side by side in the sandbox: `vm-linux` (isolab's monitor) and
 //! `qemu-microvm` (QEMU's microvm machine with KVM) boot the same kernel and initramfs in
-//! one sandbox boot, through `isolab bench`; a single run each keeps it short.
+//! one sandbox boot, through `isolab bench`; a single run each keeps it short. Then their
+//! density: two idle instances of each, started and stopped by the density harness.
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ fn both_monitors_boot_the_workload_and_report_their_memory() {
         workload: vec!["ready".to_owned()],
         runs: 1,
         warmup: 0,
+        count: None,
         timeout: Duration::from_secs(240),
     };
     let outcome = peers::run(
@@ -43,5 +45,58 @@ fn both_monitors_boot_the_workload_and_report_their_memory() {
         let touched = vm["guest_ram_touched_bytes"].as_u64().unwrap_or(0);
         assert!(pss > 0 && touched > 0, "{}: {vm}", target.name);
         assert!(touched <= 128 << 20, "{}: {vm}", target.name);
+    }
+}
+
+#[test]
+fn two_idle_linux_vms_of_each_monitor_run_side_by_side_and_stop_clean() {
+    let out = tempfile::tempdir().unwrap();
+    let spec = PeersSpec {
+        workload: Vec::new(),
+        runs: 1,
+        warmup: 0,
+        count: Some(2),
+        timeout: Duration::from_secs(240),
+    };
+    let outcome = peers::run(
+        sandbox(),
+        &bin_dir(),
+        &spec,
+        out.path(),
+        &mut std::io::sink(),
+    )
+    .unwrap_or_else(|e| panic!("the density run failed: {}", chain(&e)));
+    assert_eq!(outcome.results.len(), 1, "{:?}", outcome.files);
+    let set = &outcome.results[0];
+    assert_eq!(set.host.kvm_kind, "svm", "standard KVM in the sandbox");
+    assert_eq!(set.workload.mode, "idle");
+    let names: Vec<&str> = set.targets.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, peers::TARGETS);
+    for target in &set.targets {
+        let density = target.density.as_ref().expect("a density result");
+        let name = &target.name;
+        assert_eq!(density.reached(), 2, "{name}: {density:?}");
+        assert!(density.stopped_clean, "{name}: {density:?}");
+        assert_eq!(target.runs.len(), 2, "{name}");
+        for run in &target.runs {
+            assert!(run.ready_ns.is_some(), "{name}: {run:?}");
+            // The monitor ends the VM on SIGTERM and says so (128+15).
+            assert_eq!(
+                run.exit_status,
+                isolab_reports::schema::ExitStatus::Code(143),
+                "{name}: {run:?}"
+            );
+        }
+        let last = density.steps.last().unwrap();
+        let guest = last.instance_pss_kib.unwrap_or(0);
+        let runtime = last.runtime_pss_kib.unwrap_or(0);
+        // Each instance's guest RAM is counted apart from its monitor's own memory; the
+        // guest touches tens of MiB of its 128 MiB booting.
+        assert!(guest > 2 * 16 * 1024, "{name}: {last:?}");
+        assert!(guest <= 2 * 128 * 1024, "{name}: {last:?}");
+        assert!(runtime > 0, "{name}: {last:?}");
+        assert_eq!(last.pss_sum_kib, guest + runtime, "{name}: {last:?}");
+        // The host (the sandbox) sees them: its used memory grew by about their PSS.
+        assert!(last.host_used_kib > guest as i64 / 2, "{name}: {last:?}");
     }
 }

@@ -29,6 +29,10 @@ pub const PLANNED: [&str; 2] = ["firecracker", "cloud-hypervisor"];
 
 /// The kernel the Linux VM targets boot, when not the vmlinux `isolab kernel fetch` stored.
 pub const VM_KERNEL_ENV: &str = "ISOLAB_VM_KERNEL";
+/// `--timeout` of a Linux VM running the idle workload, which runs until it is stopped: the
+/// monitor's own default (60 s, a guard against a hung guest) would end it under a density
+/// run; a day outlasts any.
+const IDLE_VM_TIMEOUT_SECS: &str = "86400";
 /// Where a dockerd that the docker target starts writes its output.
 const DOCKERD_LOG: &str = "/var/log/isolab-dockerd.log";
 /// How long a started dockerd may take to answer.
@@ -517,12 +521,22 @@ impl Target {
                 monitor,
                 vmm,
                 kernel,
-            } => [monitor, "vm", "run", "--kernel", kernel, "--vmm", vmm]
-                .into_iter()
-                .map(str::to_owned)
-                .chain(["--vm-figures", "--workload-bin", path, "--workload"].map(str::to_owned))
-                .chain(args.iter().cloned())
-                .collect(),
+            } => {
+                let idle: &[&str] = if args.first().is_some_and(|m| m == Mode::Idle.name()) {
+                    &["--timeout", IDLE_VM_TIMEOUT_SECS]
+                } else {
+                    &[]
+                };
+                [monitor, "vm", "run", "--kernel", kernel, "--vmm", vmm]
+                    .into_iter()
+                    .chain(idle.iter().copied())
+                    .map(str::to_owned)
+                    .chain(
+                        ["--vm-figures", "--workload-bin", path, "--workload"].map(str::to_owned),
+                    )
+                    .chain(args.iter().cloned())
+                    .collect()
+            }
             Target::Unshare { unshare } => std::iter::once(unshare.clone())
                 .chain(UNSHARE_FLAGS.iter().map(|f| f.to_string()))
                 .chain(std::iter::once("--".to_owned()))
@@ -759,6 +773,10 @@ mod tests {
                 "5"
             ]
         );
+        // Idle runs until stopped, past the monitor's default timeout.
+        let idle = target("isolab").argv("/w/x", &["idle".to_owned()]);
+        assert_eq!(idle[7..9], ["--timeout", IDLE_VM_TIMEOUT_SECS]);
+        assert_eq!(idle.last().map(String::as_str), Some("idle"));
     }
 
     #[test]

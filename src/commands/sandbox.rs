@@ -14,8 +14,10 @@
 //! - `isolab sandbox peers [--runs N] [--out DIR]` benches the Linux micro-VM targets
 //!   `vm-linux` and `qemu-microvm` side by side in one sandbox boot (see
 //!   `isolab_bench::sandbox::peers`), writes the result files as `DIR/sandbox-*.json` and
-//!   prints boot-to-ready, monitor memory and isolab's ratio to QEMU. Exit status 0, 4 when
-//!   a target failed, 3 without QEMU, or the `run` codes below for the sandbox itself.
+//!   prints boot-to-ready, monitor memory and isolab's ratio to QEMU. With `--count N` it
+//!   measures density instead: up to N idle instances of each target, one per step, in the
+//!   sandbox's 2 GiB (256 MiB kept free), and prints what each instance cost. Exit status 0,
+//!   4 when a target failed, 3 without QEMU, or the `run` codes below for the sandbox itself.
 //!
 //! # Exit status of `run`
 //! - the command's own status (127: not found, 126: not executable, 128+n: signal n);
@@ -51,7 +53,14 @@ pub enum SandboxCommand {
     Run(RunArgs),
     /// Linux micro-VMs side by side on the sandbox's standard KVM: bench vm-linux and
     /// qemu-microvm in one boot, write the result files and print the comparison.
-    Peers(PeersArgs),
+    Peers {
+        #[command(flatten)]
+        args: PeersArgs,
+        /// Density instead of boot-to-ready: start up to N idle instances of each target,
+        /// one at a time, in the sandbox's memory (256 MiB kept free); then stop them all.
+        #[arg(long, value_name = "N", conflicts_with_all = ["runs", "warmup"], value_parser = clap::value_parser!(u32).range(1..))]
+        count: Option<u32>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -90,12 +99,17 @@ pub fn run(args: SandboxArgs) -> Result<(), Failure> {
     match args.command {
         SandboxCommand::Prepare => prepare(),
         SandboxCommand::Run(args) => run_command(args),
-        SandboxCommand::Peers(args) => peers(&args).map(drop),
+        SandboxCommand::Peers { args, count } => run_peers(&args, count).map(drop),
     }
 }
 
-/// `isolab sandbox peers` (and `isolab measure --sandbox`): returns the result files.
+/// `isolab measure --sandbox`: boot-to-ready of the peers; returns the result files.
 pub fn peers(args: &PeersArgs) -> Result<Vec<PathBuf>, Failure> {
+    run_peers(args, None)
+}
+
+/// `isolab sandbox peers [--count N]`: returns the result files.
+fn run_peers(args: &PeersArgs, count: Option<u32>) -> Result<Vec<PathBuf>, Failure> {
     isolab_bench::prepare_out_dir(&args.out)
         .map_err(|e| Failure::BadInput(anyhow::Error::new(e)))?;
     let cache = sandbox::default_cache_dir();
@@ -106,12 +120,16 @@ pub fn peers(args: &PeersArgs) -> Result<Vec<PathBuf>, Failure> {
         workload: vec!["ready".to_owned()],
         runs: args.runs,
         warmup: args.warmup,
+        count,
         timeout: args.timeout,
     };
+    let what = match count {
+        Some(count) => format!("density, up to {count} idle instances each"),
+        None => format!("{} runs each", args.runs),
+    };
     println!(
-        "sandbox: benching {} ({} runs each) in one sandbox boot",
+        "sandbox: benching {} ({what}) in one sandbox boot",
         peers::TARGETS.join(", "),
-        args.runs
     );
     let outcome =
         peers::run(&sandbox, &dir, &spec, &args.out, &mut io::stderr()).map_err(|e| match e {
@@ -121,7 +139,10 @@ pub fn peers(args: &PeersArgs) -> Result<Vec<PathBuf>, Failure> {
             other => Failure::Coded(125, other.into()),
         })?;
     for set in &outcome.results {
-        print!("{}", peers_table(set));
+        match count {
+            Some(_) => print!("{}", density_table(set)),
+            None => print!("{}", peers_table(set)),
+        }
     }
     for (vmm, installed) in peers::other_vmms() {
         if !installed {
@@ -189,6 +210,54 @@ fn peers_table(set: &ResultSet) -> String {
             isolab / qemu
         ));
     }
+    text
+}
+
+/// Per target: instances reached and, at the last step, what each cost.
+fn density_table(set: &ResultSet) -> String {
+    let mut text = format!(
+        "\nsandbox ({}, kvm {}, {} MiB), idle instances started one at a time:\n\
+         {:<14} {:>8} {:>14} {:>14} {:>14} {:>14} {:>10}\n",
+        set.host.cpu_model,
+        set.host.kvm_kind,
+        set.host.mem_total_kib / 1024,
+        "target",
+        "reached",
+        "host used",
+        "runtime PSS",
+        "guest RAM",
+        "start",
+        "stop"
+    );
+    for target in &set.targets {
+        let Some(density) = &target.density else {
+            continue;
+        };
+        let Some(last) = density.steps.last() else {
+            text.push_str(&format!("{:<14} {:>8}\n", target.name, 0));
+            continue;
+        };
+        let each = f64::from(last.running.max(1));
+        let mib = |kib: Option<u64>| {
+            kib.map_or("-".to_owned(), |k| {
+                format!("{:.1} MiB", k as f64 / 1024.0 / each)
+            })
+        };
+        let start_ns: u64 = density.steps.iter().map(|s| s.ready_ns).sum();
+        text.push_str(&format!(
+            "{:<14} {:>8} {:>14} {:>14} {:>14} {:>14} {:>10}\n",
+            target.name,
+            format!("{}/{}", density.reached(), density.requested.unwrap_or(0)),
+            mib(u64::try_from(last.host_used_kib).ok()),
+            mib(last.runtime_pss_kib),
+            mib(last.instance_pss_kib),
+            format!("{:.2} s", start_ns as f64 / 1e9 / each),
+            format!("{:.0} ms", density.stop_ns as f64 / 1e6),
+        ));
+    }
+    text.push_str(
+        "(per instance at the last step; start: mean time to ISOLAB-READY; stop: all, after SIGTERM)\n",
+    );
     text
 }
 

@@ -1,7 +1,8 @@
 //! Linux micro-VMs side by side on standard KVM: one sandbox boot runs `isolab bench
 //! --target vm-linux,qemu-microvm` (the same kernel — the ELF vmlinux of the sandbox's own
-//! Debian cloud kernel —, initramfs and memory under isolab's monitor and under QEMU's microvm machine)
-//! and hands the result files back. The sandbox carries QEMU with the shared libraries
+//! Debian cloud kernel, or the host's `$ISOLAB_VM_KERNEL` —, initramfs and memory under isolab's monitor and under QEMU's microvm machine)
+//! and hands the result files back. With [`PeersSpec::count`] it is a density run instead:
+//! `--workload idle --count N`, one instance per step, in the sandbox's memory. The sandbox carries QEMU with the shared libraries
 //! `ldd` names and the microvm firmware, as the guest has no package manager.
 //!
 //! Firecracker and cloud-hypervisor would join when installed on the host; this build
@@ -24,6 +25,9 @@ pub const TARGETS: [&str; 2] = ["vm-linux", "qemu-microvm"];
 pub const OTHER_VMMS: [&str; 2] = ["firecracker", "cloud-hypervisor"];
 /// Where the guest kernel, the ELF vmlinux, lies in the sandbox.
 const GUEST_KERNEL: &str = "/root/vmlinux";
+/// MemAvailable a density run keeps free in the sandbox (`--keep-free`): the bench's
+/// default, 2 GiB, is all of the sandbox's memory.
+pub const DENSITY_KEEP_FREE: &str = "256M";
 /// Marks the start of each result file in the command's stdout: `@@@ file NAME`.
 const FILE_MARK: &str = "@@@ file ";
 
@@ -68,6 +72,10 @@ pub struct PeersSpec {
     pub workload: Vec<String>,
     pub runs: u32,
     pub warmup: u32,
+    /// A density run instead of `runs`: up to this many idle instances per target, started
+    /// one per step, as each Linux boot under TCG takes seconds (`workload` and `warmup`
+    /// are not used).
+    pub count: Option<u32>,
     /// The whole sandbox run, boot included.
     pub timeout: Duration,
 }
@@ -100,8 +108,16 @@ pub fn run(
         path: std::env::temp_dir(),
         source,
     })?;
-    let vmlinux = scratch.path().join("vmlinux");
-    isolab_microvm::kernel::write_vmlinux(&sandbox.kernel().vmlinuz, &vmlinux)?;
+    // The host's ISOLAB_VM_KERNEL, when set, names the vmlinux both boot instead (e.g.
+    // `isolab kernel build --minimal`'s).
+    let vmlinux = match std::env::var_os(VM_KERNEL_ENV).filter(|k| !k.is_empty()) {
+        Some(kernel) => PathBuf::from(kernel),
+        None => {
+            let vmlinux = scratch.path().join("vmlinux");
+            isolab_microvm::kernel::write_vmlinux(&sandbox.kernel().vmlinuz, &vmlinux)?;
+            vmlinux
+        }
+    };
     run.files.push(GuestFile {
         host: vmlinux,
         guest: GUEST_KERNEL.to_owned(),
@@ -157,13 +173,21 @@ pub fn other_vmms() -> Vec<(&'static str, bool)> {
 /// The command run in the sandbox: the bench (its table on stderr), then every JSON
 /// result file on stdout after its mark.
 fn script(spec: &PeersSpec) -> String {
-    let workload = shell_words::join(&spec.workload);
+    let measure = match spec.count {
+        Some(count) => {
+            format!("--workload idle --count {count} --step 1 --keep-free {DENSITY_KEEP_FREE}")
+        }
+        None => format!(
+            "--runs {} --warmup {} --workload {}",
+            spec.runs,
+            spec.warmup,
+            shell_words::join(&spec.workload)
+        ),
+    };
     format!(
-        "isolab bench --target {} --runs {} --warmup {} --out /root/results --workload {workload} >&2 || exit\n\
+        "isolab bench --target {} --out /root/results {measure} >&2 || exit\n\
          for f in /root/results/*.json; do echo \"{FILE_MARK}${{f##*/}}\"; cat \"$f\"; echo; done\n",
         TARGETS.join(","),
-        spec.runs,
-        spec.warmup,
     )
 }
 
@@ -249,12 +273,31 @@ mod tests {
             workload: vec!["ready".into()],
             runs: 5,
             warmup: 1,
+            count: None,
             timeout: Duration::from_secs(60),
         });
         assert!(
-            script.contains("--target vm-linux,qemu-microvm --runs 5 --warmup 1"),
+            script.contains(
+                "--target vm-linux,qemu-microvm --out /root/results --runs 5 --warmup 1 \
+                 --workload ready >&2 || exit"
+            ),
             "{script}"
         );
-        assert!(script.contains("--workload ready >&2 || exit"), "{script}");
+    }
+
+    #[test]
+    fn a_density_script_starts_idle_instances_one_per_step() {
+        let script = script(&PeersSpec {
+            workload: vec!["ready".into()],
+            runs: 5,
+            warmup: 1,
+            count: Some(3),
+            timeout: Duration::from_secs(60),
+        });
+        assert!(
+            script.contains("--workload idle --count 3 --step 1 --keep-free 256M >&2"),
+            "{script}"
+        );
+        assert!(!script.contains("--runs"), "{script}");
     }
 }

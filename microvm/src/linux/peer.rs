@@ -158,9 +158,12 @@ pub fn run_qemu_microvm(config: &Config) -> Result<Run, Error> {
             .map(|smaps| Memory::of(&smaps, config.mem_size));
         let status = qemu.stop();
         let said = said.join().unwrap_or_default();
-        let outcome = outcome.unwrap_or_else(|| match &console.panic {
-            Some(_) => ended(&console),
-            None => Outcome::KvmFailed(format!(
+        let outcome = outcome.unwrap_or_else(|| match (&console.panic, vm::stop_requested()) {
+            (Some(_), _) => ended(&console),
+            // A stop signal sent to the monitor's process group reached QEMU too, which
+            // may have ended before the monitor looked.
+            (None, Some(signal)) => Outcome::Stopped(signal),
+            (None, None) => Outcome::KvmFailed(format!(
                 "QEMU ended ({}) before the guest did: {}",
                 status.map_or_else(|e| e.to_string(), |s| s.to_string()),
                 said.trim()
