@@ -239,7 +239,12 @@ fn daemon_kill(args: BenchArgs) -> Result<(), Failure> {
         timeout: args.timeout,
         command: invocation(),
     };
-    let outcome = blast::run(&config).map_err(|error| match error {
+    blast_radius(&config).map(drop)
+}
+
+/// Runs the daemon-kill experiment and prints what survived; the files it wrote.
+pub fn blast_radius(config: &BlastConfig) -> Result<Vec<PathBuf>, Failure> {
+    let outcome = blast::run(config).map_err(|error| match error {
         BlastError::Bench(e) => failure(*e),
         e if e.is_bad_input() => Failure::BadInput(e.into()),
         e => Failure::TargetFailed(e.into()),
@@ -273,7 +278,7 @@ fn daemon_kill(args: BenchArgs) -> Result<(), Failure> {
     for file in &outcome.files {
         println!("wrote {}", file.display());
     }
-    Ok(())
+    Ok(outcome.files)
 }
 
 fn footprint(args: BenchArgs) -> Result<(), Failure> {

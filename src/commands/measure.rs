@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use isolab_bench::BenchConfig;
+use isolab_bench::blast::{self, BlastConfig};
 use isolab_bench::density::DensityConfig;
 use isolab_bench::footprint::FootprintConfig;
 use isolab_bench::target::{AVAILABLE, PLANNED, Target};
@@ -126,7 +127,7 @@ pub fn run(args: MeasureArgs) -> Result<(), Failure> {
     println!("measuring: {}", targets.join(", "));
 
     let mut stages = Stages {
-        total: Mode::ALL.len() + 4 + usize::from(args.sandbox),
+        total: Mode::ALL.len() + 5 + usize::from(args.sandbox),
         done: 0,
         start: Instant::now(),
     };
@@ -194,6 +195,20 @@ pub fn run(args: MeasureArgs) -> Result<(), Failure> {
     bench::print_footprint(&outcome.results);
     files.extend(outcome.files);
 
+    let kinds = blast_kinds(&targets);
+    stages.next(&format!(
+        "blast radius: a supervisor, a monitor and the daemons killed under {}",
+        kinds.join(", ")
+    ));
+    files.extend(bench::blast_radius(&BlastConfig {
+        targets: kinds,
+        workload_bin: None,
+        per_kind: blast::QUICK_PER_KIND,
+        out_dir: args.out.clone(),
+        timeout: Duration::from_secs(60),
+        command: invocation(),
+    })?);
+
     if args.sandbox {
         // The sandbox is another host: its results get a report of their own.
         stages.next("Linux micro-VMs in the sandbox: vm-linux, qemu-microvm");
@@ -252,6 +267,33 @@ fn usable(target: &str) -> bool {
             false
         }
     }
+}
+
+/// The daemon-kill kinds among `targets`. Docker is left out while containers the job did
+/// not start are running: killing dockerd and containerd would stop them too.
+fn blast_kinds(targets: &[String]) -> Vec<String> {
+    let foreign_docker = || {
+        std::process::Command::new("docker")
+            .args(["ps", "--quiet"])
+            .output()
+            .map_or(true, |out| !out.status.success() || !out.stdout.is_empty())
+    };
+    blast::KINDS
+        .iter()
+        .filter(|kind| targets.iter().any(|t| t == *kind))
+        .filter(|kind| {
+            let keep = **kind != "docker" || !foreign_docker();
+            if !keep {
+                println!(
+                    "leaving docker out of the blast radius: other Docker containers are running \
+                     (or dockerd does not answer), and killing dockerd would stop them; run \
+                     `isolab bench --experiment daemon-kill --target docker` yourself"
+                );
+            }
+            keep
+        })
+        .map(|kind| kind.to_string())
+        .collect()
 }
 
 fn section(title: &str) {
