@@ -95,6 +95,21 @@ pub struct Claim {
     pub verdict: Verdict,
 }
 
+impl Claim {
+    /// A claim with nothing measured yet: no values, commands or source, and `verdict`
+    /// until the data say otherwise.
+    fn new(number: u8, claim: &'static str, verdict: Verdict) -> Claim {
+        Claim {
+            number,
+            claim,
+            measured: String::new(),
+            commands: Vec::new(),
+            source: NO_SOURCE.to_owned(),
+            verdict,
+        }
+    }
+}
+
 /// All claims, in the usual order.
 pub fn check(c: &Collection) -> Vec<Claim> {
     vec![
@@ -117,14 +132,7 @@ fn footprint_claim(
     claim: &'static str,
     judge: impl FnOnce(&measures::DiskFootprint) -> Result<(String, Verdict), Missing>,
 ) -> Claim {
-    let mut out = Claim {
-        number,
-        claim,
-        measured: String::new(),
-        commands: Vec::new(),
-        source: NO_SOURCE.to_owned(),
-        verdict: Verdict::Holds,
-    };
+    let mut out = Claim::new(number, claim, Verdict::Holds);
     let judged = measures::disk_footprint(c).and_then(|(set, disk)| {
         out.commands.push(set.command_line());
         out.source = source_of("footprint set: allocated bytes on disk", set);
@@ -260,14 +268,7 @@ fn aggregate(outcomes: &[(String, bool)], on: &str) -> Verdict {
 
 fn start_up(c: &Collection) -> Claim {
     let claim = "Containers start in seconds, VMs in minutes.";
-    let mut out = Claim {
-        number: 1,
-        claim,
-        measured: String::new(),
-        commands: Vec::new(),
-        source: NO_SOURCE.to_owned(),
-        verdict: Verdict::Holds,
-    };
+    let mut out = Claim::new(1, claim, Verdict::Holds);
     let rows = match measures::startup(c) {
         Ok((set, rows)) => {
             out.commands.push(set.command_line());
@@ -383,16 +384,15 @@ fn density(c: &Collection) -> Claim {
     let baseline = from_density.or_else(from_ready);
     let container = found.iter().find(|p| p.class == "container");
     let vms: Vec<&PerInstance> = found.iter().filter(|p| p.class != "container").collect();
-    let not_measured = || Claim {
-        number: 4,
-        claim,
-        measured: String::new(),
-        commands: Vec::new(),
-        source: NO_SOURCE.to_owned(),
-        verdict: Verdict::NotMeasured(Missing::new(
-            "a native, a container and a VM target in the density (or `ready`) run set",
-            "isolab bench --workload idle --count 50 --step 10 --target native,container,vm-mini",
-        )),
+    let not_measured = || {
+        Claim::new(
+            4,
+            claim,
+            Verdict::NotMeasured(Missing::new(
+                "a native, a container and a VM target in the density (or `ready`) run set",
+                "isolab bench --workload idle --count 50 --step 10 --target native,container,vm-mini",
+            )),
+        )
     };
     let (Some((base_set, native_kib)), Some(container), false) =
         (baseline, container, vms.is_empty())
@@ -495,14 +495,7 @@ fn density(c: &Collection) -> Claim {
 /// whether a container's view of the pids is its own.
 fn isolation(c: &Collection) -> Claim {
     let claim = "Container isolation is process-level, VM isolation is system-level.";
-    let mut out = Claim {
-        number: 6,
-        claim,
-        measured: String::new(),
-        commands: Vec::new(),
-        source: NO_SOURCE.to_owned(),
-        verdict: Verdict::NotMeasured(measures::isolation_matrix()),
-    };
+    let mut out = Claim::new(6, claim, Verdict::NotMeasured(measures::isolation_matrix()));
     let (set, rows) = match measures::probes(c) {
         Ok(found) => found,
         Err(missing) => {
@@ -559,17 +552,14 @@ fn isolation(c: &Collection) -> Claim {
 /// host root's capabilities?
 fn root(c: &Collection) -> Claim {
     let claim = "Container root equals host root (with and without a user namespace).";
-    let mut out = Claim {
-        number: 7,
+    let mut out = Claim::new(
+        7,
         claim,
-        measured: String::new(),
-        commands: Vec::new(),
-        source: NO_SOURCE.to_owned(),
-        verdict: Verdict::NotMeasured(Missing::new(
+        Verdict::NotMeasured(Missing::new(
             "uid maps and capabilities seen from inside each container",
             measures::isolation_matrix().how,
         )),
-    };
+    );
     let Ok((set, rows)) = measures::probes(c) else {
         return out;
     };
@@ -635,17 +625,14 @@ fn root(c: &Collection) -> Claim {
 /// set's median peak PSS.
 fn memory(c: &Collection) -> Claim {
     let claim = "Containers share the host kernel and use far less memory per instance.";
-    let mut out = Claim {
-        number: 5,
+    let mut out = Claim::new(
+        5,
         claim,
-        measured: String::new(),
-        commands: Vec::new(),
-        source: NO_SOURCE.to_owned(),
-        verdict: Verdict::NotMeasured(Missing::new(
+        Verdict::NotMeasured(Missing::new(
             "a container and a VM target in the density (or `ready`) run set",
             "isolab bench --workload idle --count 50 --target native,container,vm-mini",
         )),
-    };
+    );
     let (set, rows, what): (&Loaded, Vec<PssRow>, &str) = match density_pss(c) {
         Some((set, rows)) => (
             set,
@@ -742,14 +729,11 @@ fn blast_radius(c: &Collection) -> Claim {
     let claim = "A daemon crash takes every container down (Docker); daemonless runtimes and \
                  per-VM monitors are independent.";
     let how = "isolab bench --experiment daemon-kill (docker, podman and runc installed)";
-    let mut out = Claim {
-        number: 8,
+    let mut out = Claim::new(
+        8,
         claim,
-        measured: String::new(),
-        commands: Vec::new(),
-        source: NO_SOURCE.to_owned(),
-        verdict: Verdict::NotMeasured(Missing::new("the daemon-kill experiment", how)),
-    };
+        Verdict::NotMeasured(Missing::new("the daemon-kill experiment", how)),
+    );
     let Some((set, blast)) = c.sets.iter().find_map(|l| {
         (l.set.kind == crate::schema::ResultKind::BlastRadius)
             .then_some(l)
