@@ -58,7 +58,7 @@ pub enum Command {
     Commit(changes::CommitArgs),
     /// Boot and run micro-VMs.
     Vm(vm::VmArgs),
-    /// Guest kernels for Linux VMs: fetch Debian's cloud kernel into the cache.
+    /// Guest kernels for Linux VMs: fetch Debian's cloud kernel, or build a minimal one, into the cache.
     Kernel(kernel::KernelArgs),
     /// Guided labs that grade themselves: list, show, start, check, reset, solution.
     Lab(lab::LabArgs),

@@ -26,6 +26,8 @@ pub enum Job {
     Main,
     /// The test suite.
     Tests,
+    /// `isolab kernel build --minimal`: a guest kernel compiled from Debian's source.
+    Kernel,
 }
 
 /// A Debian package, why isolab wants it, and which jobs need it.
@@ -63,13 +65,13 @@ const REQUIREMENTS: &[Requirement] = &[
     },
     Requirement {
         package: "gcc",
-        why: "the labs compile C programs (the students' own in labs 1 and 2, the labs' probes in 10 and 14)",
-        jobs: &[Job::Tests],
+        why: "the labs compile C programs (the students' own in labs 1 and 2, the labs' probes in 10 and 14); the minimal guest kernel",
+        jobs: &[Job::Tests, Job::Kernel],
     },
     Requirement {
         package: "libc6-dev",
-        why: "libc.a: the labs' programs are linked with `gcc -static` to run in root filesystems that hold no C library",
-        jobs: &[Job::Tests],
+        why: "libc.a: the labs' programs are linked with `gcc -static` to run in root filesystems that hold no C library; the kernel build's host tools",
+        jobs: &[Job::Tests, Job::Kernel],
     },
     Requirement {
         package: "iproute2",
@@ -80,6 +82,46 @@ const REQUIREMENTS: &[Requirement] = &[
         package: "binutils",
         why: "objcopy: the test sandbox copies isolab in without its debug sections, which keeps its boots (and the Linux-guest tests) fast",
         jobs: &[Job::Tests],
+    },
+    Requirement {
+        package: "linux-source",
+        why: "the kernel source `isolab kernel build --minimal` compiles",
+        jobs: &[Job::Kernel],
+    },
+    Requirement {
+        package: "make",
+        why: "runs the kernel build",
+        jobs: &[Job::Kernel],
+    },
+    Requirement {
+        package: "xz-utils",
+        why: "unpacks linux-source's tarball",
+        jobs: &[Job::Kernel],
+    },
+    Requirement {
+        package: "flex",
+        why: "the kernel's config parser",
+        jobs: &[Job::Kernel],
+    },
+    Requirement {
+        package: "bison",
+        why: "the kernel's config parser",
+        jobs: &[Job::Kernel],
+    },
+    Requirement {
+        package: "bc",
+        why: "the kernel build's timeconst generator",
+        jobs: &[Job::Kernel],
+    },
+    Requirement {
+        package: "libelf-dev",
+        why: "objtool, which the x86-64 kernel build runs",
+        jobs: &[Job::Kernel],
+    },
+    Requirement {
+        package: "libssl-dev",
+        why: "the kernel build's signing and certificate tools",
+        jobs: &[Job::Kernel],
     },
 ];
 

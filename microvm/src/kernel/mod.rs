@@ -10,6 +10,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+pub mod build;
 pub mod vmlinux;
 
 /// The metapackage that depends on Debian's current cloud kernel.

@@ -55,10 +55,13 @@ use devices::{Console, Devices, PortCount, SERIAL_IRQ};
 /// and probing for one polls ports for seconds under emulation (measured: 3.2 s in the
 /// sandbox). `i8042.*`: no keyboard or mouse to probe. The ACPI FADT ([`acpi`]) already
 /// tells an ACPI kernel there is no RTC or i8042; these two keep the probes off for a
-/// kernel built without ACPI. `ISOLAB_DRAIN_CONSOLE=1` reaches the workload's environment
+/// kernel built without ACPI. `nomodule=1`, not `nomodule`: a kernel built without module
+/// support (`isolab kernel build --minimal`) does not know it, and passes an unknown word
+/// to init as an argument but an unknown `key=value` only into its environment.
+/// `ISOLAB_DRAIN_CONSOLE=1` reaches the workload's environment
 /// and makes it wait for the console to drain before it exits (see its `out` module): init's
 /// exit panics the kernel at once, and the panic text must not interleave with its output.
-pub const BASE_CMDLINE: &str = "console=ttyS0 quiet panic=-1 reboot=k pci=off nomodule \
+pub const BASE_CMDLINE: &str = "console=ttyS0 quiet panic=-1 reboot=k pci=off nomodule=1 \
     i8042.noaux i8042.nomux i8042.dumbkbd initcall_blacklist=cmos_init ISOLAB_DRAIN_CONSOLE=1";
 /// A run without `--timeout` still ends: a guest that hangs is stopped after this.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -268,7 +271,7 @@ pub fn run(config: &Config) -> Result<Run, Error> {
         .map_err(|e| initrd_err(std::io::Error::other(e)))?;
     // `nomodule` would keep the disk boot's init from loading the virtio modules.
     let base = match config.disk {
-        Some(_) => BASE_CMDLINE.replace(" nomodule", ""),
+        Some(_) => BASE_CMDLINE.replace(" nomodule=1", ""),
         None => BASE_CMDLINE.to_owned(),
     };
     let line = boot::cmdline(
