@@ -46,8 +46,48 @@ impl Failure {
             | Failure::BadInput(e)
             | Failure::HostLacks(e)
             | Failure::TargetFailed(e)
-            | Failure::Coded(_, e) => Some(format!("{e:#}")),
+            | Failure::Coded(_, e) => Some(one_line(e)),
             Failure::PassThrough(_) => None,
         }
+    }
+}
+
+/// The error and its causes joined by ": ", each cause only once: many errors already
+/// show their source in their own text ("clone3: EAGAIN: Try again"), and `{:#}` would
+/// repeat it.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("clone3: {0}")]
+    struct ShowsItsSource(#[source] std::io::Error);
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let source = std::io::Error::from_raw_os_error(libc::EAGAIN);
+        let shown = Failure::Coded(125, anyhow::anyhow!(ShowsItsSource(source)));
+        let text = shown.message().unwrap();
+        assert_eq!(
+            text,
+            "clone3: Resource temporarily unavailable (os error 11)"
+        );
+        let context = anyhow::anyhow!("denied").context("reading /x");
+        assert_eq!(
+            Failure::BadInput(context).message().unwrap(),
+            "reading /x: denied"
+        );
     }
 }
