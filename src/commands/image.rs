@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, anyhow};
 use clap::{Args, Subcommand, ValueEnum};
-use isolab_reports::schema::{Footprint, ResultKind, ResultSet, SCHEMA_VERSION, WorkloadInfo};
+use isolab_reports::schema::{ResultKind, ResultSet, SCHEMA_VERSION, WorkloadInfo};
 use isolab_runtime::image::{Base, BuildOptions, DiskUsage, ImageError, Store};
 
 use crate::failure::Failure;
@@ -113,10 +113,7 @@ fn workload_info() -> Result<WorkloadInfo, Failure> {
 
 /// `usage` as a `kind: footprint` result set in `path`.
 fn write_footprint(usage: &DiskUsage, path: &std::path::Path) -> Result<(), Failure> {
-    // The report's types mirror the store's field for field; JSON carries one into the other.
-    let footprint: Footprint = serde_json::to_value(usage)
-        .and_then(serde_json::from_value)
-        .expect("the footprint section mirrors DiskUsage");
+    let footprint = isolab_bench::footprint::section(usage, Vec::new());
     let set = ResultSet {
         schema_version: SCHEMA_VERSION,
         kind: ResultKind::Footprint,
