@@ -25,6 +25,18 @@ fn sh(script: &str) -> RunSpec {
     RunSpec::new(["sh", "-c", script]).timeout(Duration::from_secs(120))
 }
 
+/// Looks up the rest of the stdout line that starts with a key ("oom=137" → "137"); a
+/// missing key fails the test with both streams.
+fn prefixed<'a>(stdout: &'a str, stderr: &'a str) -> impl Fn(&str) -> String + 'a {
+    move |key| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in {stdout}\n{stderr}"))
+            .to_string()
+    }
+}
+
 /// `text` (all of stdout, or its last line) as JSON, with the run's streams on failure.
 fn json(text: &str, output: &SandboxOutput) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| {
@@ -240,13 +252,7 @@ fn the_runtime_enforces_limits_and_cleans_up_on_pure_cgroup_v2() {
     let stdout = out.stdout_text();
     let stderr = out.stderr_text();
     assert_eq!(out.status, 0, "{stdout}\n{stderr}");
-    let value = |key: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .unwrap_or_else(|| panic!("no {key} in {stdout}\n{stderr}"))
-            .to_string()
-    };
+    let value = prefixed(&stdout, &stderr);
     assert_eq!(value("oom="), "137");
     assert!(
         stderr.contains("isolab: container oom was OOM-killed (memory limit 32M)"),
@@ -308,13 +314,7 @@ fn the_runtime_isolates_its_containers_on_pure_cgroup_v2() {
     let stdout = out.stdout_text();
     let stderr = out.stderr_text();
     assert_eq!(out.status, 0, "{stdout}\n{stderr}");
-    let value = |key: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .unwrap_or_else(|| panic!("no {key} in {stdout}\n{stderr}"))
-            .to_string()
-    };
+    let value = prefixed(&stdout, &stderr);
 
     let p = json(&value("probe="), &out);
     assert_eq!(p["pid"], 1, "{p:#}");
