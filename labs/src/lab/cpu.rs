@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use nix::sys::resource::{getrusage, UsageWho};
+use nix::sys::resource::{UsageWho, getrusage};
 use nix::sys::time::TimeVal;
 
 use crate::answers::{self, Answers};
