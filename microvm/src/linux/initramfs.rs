@@ -5,7 +5,9 @@
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Read};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
@@ -13,6 +15,8 @@ use super::cpio::{CpioError, CpioWriter};
 
 /// Part of every archive's cache key: bump it when the way entries are written changes.
 const FORMAT: &[u8] = b"isolab-initramfs-2";
+/// How long ago a file must have changed for its identity to stand for its content.
+const RACY: Duration = Duration::from_secs(2);
 /// The virtio modules a disk boot loads, in load order (Debian's cloud kernel builds them
 /// as modules), each after what it depends on: the rings, the core, the MMIO transport,
 /// the block driver.
@@ -49,16 +53,17 @@ enum Entry<'a> {
     Text(&'a str, u32, String),
 }
 
+fn workload_entries(workload: &Path) -> [Entry<'static>; 3] {
+    [
+        Entry::Dir("dev"),
+        Entry::Console,
+        Entry::File("init", 0o755, workload.to_owned()),
+    ]
+}
+
 /// The cached initramfs for `workload`: `/init` is the workload itself.
 pub fn ensure(cache: &Path, workload: &Path) -> Result<PathBuf, InitramfsError> {
-    ensure_archive(
-        cache,
-        &[
-            Entry::Dir("dev"),
-            Entry::Console,
-            Entry::File("init", 0o755, workload.to_owned()),
-        ],
-    )
+    ensure_archive(cache, &workload_entries(workload), SystemTime::now())
 }
 
 /// The cached initramfs for a boot from `--disk`: busybox, the virtio modules from
@@ -86,7 +91,7 @@ pub fn ensure_disk_boot(cache: &Path, modules: &Path) -> Result<PathBuf, Initram
         ));
     }
     entries.push(Entry::Text("init", 0o755, disk_init()));
-    ensure_archive(cache, &entries)
+    ensure_archive(cache, &entries, SystemTime::now())
 }
 
 /// Init of a disk boot (busybox sh, PID 1). Its arguments (the workload's, from the
@@ -119,8 +124,62 @@ exec switch_root /root /init "$@"
 }
 
 /// Writes (once) the archive of `entries`, named after the hash of their names, modes
-/// and contents.
-fn ensure_archive(cache: &Path, entries: &[Entry]) -> Result<PathBuf, InitramfsError> {
+/// and contents. Hashing the workload is most of a cached run's set-up where the CPU is
+/// emulated (27–39 ms in the test sandbox), so each archive is also found through a link
+/// named after its inputs' identities: path, inode, size, and modification and change
+/// times to the nanosecond (what git's index and ccache's direct mode trust). A file
+/// rewritten in place gets a new change time, which no caller can set back. As in git,
+/// a file changed within the last [`RACY`] is not trusted by identity: timestamps come
+/// from a coarse clock, so a second same-size write in the same tick would look unchanged.
+fn ensure_archive(
+    cache: &Path,
+    entries: &[Entry],
+    now: SystemTime,
+) -> Result<PathBuf, InitramfsError> {
+    let Some(identity) = identity_key(entries, now)? else {
+        return ensure_archive_by_content(cache, entries);
+    };
+    let by_identity = cache.join(format!("initramfs-id-{identity}"));
+    if let Ok(name) = fs::read_link(&by_identity) {
+        let archive = cache.join(name);
+        if archive.is_file() {
+            return Ok(archive);
+        }
+    }
+    let archive = ensure_archive_by_content(cache, entries)?;
+    link_atomically(&archive, &by_identity)?;
+    Ok(archive)
+}
+
+/// The hash of the entries with files by identity rather than content; `None` when a file
+/// changed too recently for its identity to be trusted.
+fn identity_key(entries: &[Entry], now: SystemTime) -> Result<Option<String>, InitramfsError> {
+    let mut racy = false;
+    let key = entries_key(entries, |hash, path| {
+        let meta = fs::metadata(path).map_err(io_err(path))?;
+        let changed = UNIX_EPOCH + Duration::new(meta.ctime() as u64, meta.ctime_nsec() as u32);
+        racy |= now.duration_since(changed).map_or(true, |age| age < RACY);
+        hash.update(format!(
+            "{} {} {} {} {}.{} {}.{}\n",
+            path.display(),
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec()
+        ));
+        Ok(())
+    })?;
+    Ok((!racy).then_some(key))
+}
+
+/// The hash of the entries' names and modes, each file given to `file` to add.
+fn entries_key(
+    entries: &[Entry],
+    mut file: impl FnMut(&mut Sha256, &Path) -> Result<(), InitramfsError>,
+) -> Result<String, InitramfsError> {
     let mut hash = Sha256::new();
     hash.update(FORMAT);
     for entry in entries {
@@ -129,7 +188,7 @@ fn ensure_archive(cache: &Path, entries: &[Entry]) -> Result<PathBuf, InitramfsE
             Entry::Console => hash.update("console\n"),
             Entry::File(name, perm, path) => {
                 hash.update(format!("f {name} {perm:o}\n"));
-                hash_file(&mut hash, path)?;
+                file(&mut hash, path)?;
             }
             Entry::Text(name, perm, text) => {
                 hash.update(format!("f {name} {perm:o} {}\n", text.len()));
@@ -137,10 +196,30 @@ fn ensure_archive(cache: &Path, entries: &[Entry]) -> Result<PathBuf, InitramfsE
             }
         }
     }
-    let key: String = hash.finalize()[..8]
+    Ok(hash.finalize()[..8]
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect();
+        .collect())
+}
+
+/// Points `link` at `archive`'s file name, replacing any older link in one rename.
+fn link_atomically(archive: &Path, link: &Path) -> Result<(), InitramfsError> {
+    let dir = link.parent().expect("links live in the cache directory");
+    let name = archive.file_name().expect("archives have file names");
+    let tmp = dir.join(format!(
+        ".{}.{}",
+        link.file_name().expect("links have file names").to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(name, &tmp).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, link).map_err(io_err(link))
+}
+
+/// Writes (once) the archive of `entries`, named after the hash of their names, modes
+/// and contents.
+fn ensure_archive_by_content(cache: &Path, entries: &[Entry]) -> Result<PathBuf, InitramfsError> {
+    let key = entries_key(entries, hash_file)?;
     let path = cache.join(format!("initramfs-{key}.cpio"));
     if path.is_file() {
         return Ok(path);
@@ -220,5 +299,44 @@ mod tests {
             ensure(&cache, &dir.path().join("absent")),
             Err(InitramfsError::Io { .. })
         ));
+    }
+
+    fn identity_links(cache: &Path) -> Vec<PathBuf> {
+        fs::read_dir(cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("initramfs-id-")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_file_is_found_by_identity_once_it_is_old_enough() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("workload");
+        let cache = dir.path().join("cache");
+        fs::write(&bin, b"\x7fELF first").unwrap();
+        let entries = workload_entries(&bin);
+        let now = SystemTime::now();
+        let fresh = ensure_archive(&cache, &entries, now).unwrap();
+        assert!(
+            identity_links(&cache).is_empty(),
+            "a file changed just now is hashed"
+        );
+        let later = now + RACY * 5;
+        assert_eq!(ensure_archive(&cache, &entries, later).unwrap(), fresh);
+        let links = identity_links(&cache);
+        assert_eq!(links.len(), 1);
+        assert_eq!(cache.join(fs::read_link(&links[0]).unwrap()), fresh);
+        // The same size, most likely within the same clock tick: only the content tells.
+        fs::write(&bin, b"\x7fELF First").unwrap();
+        assert_ne!(
+            ensure_archive(&cache, &entries, SystemTime::now()).unwrap(),
+            fresh
+        );
     }
 }
