@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest, Sha256};
 
 use super::hex;
@@ -267,6 +269,12 @@ pub fn build_minimal(
     if let Some(built) = cached(&dir) {
         return Ok(built);
     }
+    // Two builds would share one source tree and its .config; the second waits, then
+    // finds the first one's kernel in the cache.
+    let _lock = lock_work(work, log)?;
+    if let Some(built) = cached(&dir) {
+        return Ok(built);
+    }
     let tree = unpacked_tree(&source, work, log)?;
     let fragment = work.join("minimal.config");
     fs::write(&fragment, MINIMAL_CONFIG).map_err(io_err(&fragment))?;
@@ -321,12 +329,55 @@ pub fn build_minimal(
         fs::rename(staging.path(), &dir).map_err(io_err(&dir))?;
     }
     log(&format!("stored {}", dir.join("vmlinux").display()));
+    remove_superseded(cache, &key, log);
     Ok(Built {
         vmlinux: dir.join("vmlinux"),
         bytes,
         build_seconds,
         cached: false,
     })
+}
+
+/// Holds `<work>/.lock` exclusively until dropped, saying so first when another build has it.
+fn lock_work(work: &Path, log: &mut dyn FnMut(&str)) -> Result<Flock<fs::File>, BuildError> {
+    fs::create_dir_all(work).map_err(io_err(work))?;
+    let path = work.join(".lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => return Ok(lock),
+        Err((file, Errno::EWOULDBLOCK)) => file,
+        Err((_, errno)) => return Err(io_err(&path)(errno.into())),
+    };
+    log(&format!(
+        "waiting for another `isolab kernel build` in {}",
+        work.display()
+    ));
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| io_err(&path)(errno.into()))
+}
+
+/// Removes the minimal kernels of other sources or fragments than `current`: the command
+/// never returns them again, and each is a 17 MB vmlinux.
+fn remove_superseded(cache: &Path, current: &str, log: &mut dyn FnMut(&str)) {
+    let Ok(entries) = fs::read_dir(cache) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("minimal-")
+            && name != current
+            && fs::remove_dir_all(entry.path()).is_ok()
+        {
+            log(&format!(
+                "removed the superseded {}",
+                entry.path().display()
+            ));
+        }
+    }
 }
 
 /// `<work>/<package>_<version>`, unpacked from the tarball unless it already is.
@@ -533,5 +584,50 @@ mod tests {
             (built.bytes, built.build_seconds, built.cached),
             (8, 612.5, true)
         );
+    }
+
+    #[test]
+    fn a_second_build_waits_for_the_first() {
+        let work = tempfile::tempdir().unwrap();
+        let mut quiet = |_: &str| {};
+        let first = lock_work(work.path(), &mut quiet).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = work.path().to_owned();
+        let second = std::thread::spawn(move || {
+            let mut said = Vec::new();
+            let lock = lock_work(&path, &mut |line: &str| said.push(line.to_owned()));
+            tx.send(()).unwrap();
+            (lock.is_ok(), said)
+        });
+        let waited = rx.recv_timeout(std::time::Duration::from_millis(300));
+        assert!(
+            waited.is_err(),
+            "the second lock was taken while the first was held"
+        );
+        drop(first);
+        let (locked, said) = second.join().unwrap();
+        assert!(locked);
+        assert_eq!(said.len(), 1);
+        assert!(said[0].starts_with("waiting for another"), "{said:?}");
+    }
+
+    #[test]
+    fn only_other_minimal_kernels_are_removed() {
+        let cache = tempfile::tempdir().unwrap();
+        for dir in ["minimal-6.1-aaaa", "minimal-6.1-bbbb", "linux-image-6.1"] {
+            fs::create_dir(cache.path().join(dir)).unwrap();
+        }
+        let mut said = Vec::new();
+        remove_superseded(cache.path(), "minimal-6.1-aaaa", &mut |l: &str| {
+            said.push(l.to_owned())
+        });
+        let mut left: Vec<String> = fs::read_dir(cache.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["linux-image-6.1", "minimal-6.1-aaaa"]);
+        assert_eq!(said.len(), 1);
+        assert!(said[0].ends_with("minimal-6.1-bbbb"), "{said:?}");
     }
 }

@@ -208,7 +208,9 @@ fn link_atomically(archive: &Path, link: &Path) -> Result<(), InitramfsError> {
     let name = archive.file_name().expect("archives have file names");
     let tmp = dir.join(format!(
         ".{}.{}",
-        link.file_name().expect("links have file names").to_string_lossy(),
+        link.file_name()
+            .expect("links have file names")
+            .to_string_lossy(),
         std::process::id()
     ));
     let _ = fs::remove_file(&tmp);
