@@ -388,9 +388,14 @@ impl Target {
     }
 
     /// Whether the target reports its start-up phases to the harness (see
-    /// `isolab_runtime::explain::PhaseLog`): isolab's own container and mini VM do.
+    /// `isolab_runtime::explain::PhaseLog`): isolab's own container and VMs do.
     pub fn records_phases(&self) -> bool {
-        matches!(self, Target::Container { .. } | Target::VmMini { .. })
+        matches!(
+            self,
+            Target::Container { .. }
+                | Target::VmMini { .. }
+                | Target::VmLinux { vmm: "isolab", .. }
+        )
     }
 
     pub fn description(&self) -> String {

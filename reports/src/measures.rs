@@ -467,7 +467,7 @@ pub const PHASES: [(&str, &str); 9] = [
     ("confine", "capabilities, no_new_privs, seccomp"),
     (
         "ready",
-        "to ready: exec or program start until ISOLAB-READY is read",
+        "to ready: exec, program or Linux guest start until ISOLAB-READY",
     ),
 ];
 /// The one segment of a target that records no phases: its whole time to ready.

@@ -61,7 +61,6 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::{Args, Subcommand, ValueEnum};
-use isolab_microvm::explain::Explanation;
 use isolab_microvm::linux::{self, Outcome as LinuxOutcome};
 use isolab_microvm::mini::{self, Outcome};
 use isolab_runtime::explain::{PhaseLog, monotonic_ns};
@@ -150,17 +149,17 @@ pub fn run(args: VmArgs) -> Result<(), Failure> {
     }
 }
 
-/// The mini VM's start-up phases for the bench harness (see `PhaseLog`): the monitor's
-/// set-up ends at the first KVM_RUN, the guest's start at its first exit (the program's
-/// first system call); the harness times the rest until ISOLAB-READY.
-fn mark_phases(phases: PhaseLog, origin_ns: u64, explanation: &Explanation) {
+/// A VM's start-up phases for the bench harness (see `PhaseLog`): `launch` from the
+/// monitor's call at `origin_ns`, then each named phase ending `after` that origin; the
+/// harness times the rest until ISOLAB-READY.
+fn mark_phases(phases: PhaseLog, origin_ns: u64, ends: &[(&str, Option<Duration>)]) {
     if !phases.is_on() {
         return;
     }
     phases.mark_at("launch", origin_ns);
-    for (phase, milestone) in [("monitor", mini::ENTER_GUEST), ("boot", mini::FIRST_EXIT)] {
-        if let Some(at) = explanation.milestone(milestone) {
-            phases.mark_at(phase, origin_ns + at.as_nanos() as u64);
+    for (phase, after) in ends {
+        if let Some(after) = after {
+            phases.mark_at(phase, origin_ns + after.as_nanos() as u64);
         }
     }
 }
@@ -194,7 +193,17 @@ fn run_vm(args: RunArgs) -> Result<(), Failure> {
     // mini::run's trace counts from its call: this is its origin on the shared clock.
     let origin_ns = monotonic_ns();
     let run = mini::run(&config).map_err(failure)?;
-    mark_phases(phases, origin_ns, &run.explanation);
+    // The monitor's set-up ends at the first KVM_RUN, the guest's start at its first exit
+    // (the program's first system call).
+    let milestone = |name| run.explanation.milestone(name);
+    mark_phases(
+        phases,
+        origin_ns,
+        &[
+            ("monitor", milestone(mini::ENTER_GUEST)),
+            ("boot", milestone(mini::FIRST_EXIT)),
+        ],
+    );
     if args.explain {
         eprint!("{}", run.explanation);
         eprintln!("outcome: {:?}", run.outcome);
@@ -257,11 +266,18 @@ fn run_linux(args: RunArgs) -> Result<(), Failure> {
         disk: args.disk,
     };
     isolab_microvm::vm::stop_on_signals();
+    let phases = PhaseLog::from_env();
+    let origin_ns = monotonic_ns();
     let run = match args.vmm {
         Vmm::Isolab => linux::run(&config),
         Vmm::QemuMicrovm => linux::peer::run_qemu_microvm(&config),
     }
     .map_err(linux_failure)?;
+    // Only isolab's own monitor sees its first KVM_RUN; what follows it, until
+    // ISOLAB-READY, is the guest kernel's boot and its init.
+    if args.vmm == Vmm::Isolab {
+        mark_phases(phases, origin_ns, &[("monitor", run.first_instruction)]);
+    }
     if args.explain {
         eprint!("{}", run.explanation);
         eprintln!("port I/O exits by port (reads, writes):");
