@@ -650,7 +650,7 @@ pub fn ensure_dockerd(cli: &str) -> Result<Option<u32>, TargetError> {
         dockerd: dockerd.clone(),
         source,
     })?;
-    let child = {
+    let mut child = {
         use std::os::unix::process::CommandExt;
         Command::new(&dockerd)
             .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
@@ -664,20 +664,24 @@ pub fn ensure_dockerd(cli: &str) -> Result<Option<u32>, TargetError> {
                 source,
             })?
     };
+    let pid = child.id();
     eprintln!(
         "bench: dockerd was not running; started {dockerd} --iptables=false --ip6tables=false \
-         --bridge=none (pid {}, log {DOCKERD_LOG}); it keeps running",
-        child.id()
+         --bridge=none (pid {pid}, log {DOCKERD_LOG}); it keeps running"
     );
+    // Reaped here when it ends while this process lives (the blast-radius stage kills it):
+    // a zombie's pid still exists, and a new dockerd then refuses to start over its pid
+    // file ("pid file found, ensure docker is not running").
+    std::thread::spawn(move || child.wait());
     let deadline = Instant::now() + DOCKERD_START;
     while Instant::now() < deadline {
         if dockerd_answers(cli) {
-            return Ok(Some(child.id()));
+            return Ok(Some(pid));
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     Err(TargetError::DaemonSilent {
-        pid: child.id(),
+        pid,
         log: DOCKERD_LOG.into(),
     })
 }
