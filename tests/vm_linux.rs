@@ -58,6 +58,10 @@ const CASES: &[(&str, &str)] = &[
     ("ready", "--kernel /root/vmlinux --workload ready"),
     ("ready_bzimage", "--kernel /root/vmlinuz --workload ready"),
     (
+        "profile",
+        "--kernel /root/vmlinux --profile --workload ready",
+    ),
+    (
         "cpu",
         "--kernel /root/vmlinux --workload cpu --iters 100000",
     ),
@@ -256,6 +260,29 @@ fn assert_ready(case: &Case) {
 fn the_cloud_kernel_boots_the_workload_as_vmlinux_and_as_bzimage() {
     assert_ready(case("ready"));
     assert_ready(case("ready_bzimage"));
+}
+
+/// Debian's vmlinux is stripped: the samples are counted, and the table says why they
+/// have no names (naming is unit-tested on an ELF with symbols).
+#[test]
+fn the_profile_samples_the_guest_through_its_boot() {
+    let profile = case("profile");
+    assert_ready(profile);
+    let head = profile
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("guest time by function ("))
+        .unwrap_or_else(|| panic!("no profile: {profile:?}"));
+    let samples: u64 = head["guest time by function (".len()..]
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{head}"));
+    // A boot of several seconds, a sample every millisecond.
+    assert!(samples > 100, "{head}");
+    assert!(head.contains("has no symbols"), "{head}");
+    let intr = profile.report()["vm"]["exits"]["intr"].as_u64();
+    assert!(intr.is_some_and(|n| n >= samples), "{intr:?} {head}");
 }
 
 #[test]

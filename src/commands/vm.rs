@@ -134,6 +134,11 @@ pub struct RunArgs {
     /// is the workload (see README: needs the virtio modules beside the kernel).
     #[arg(long, value_name = "IMG")]
     pub disk: Option<PathBuf>,
+    /// Linux guests on isolab's monitor: sample the guest's instruction pointer every
+    /// millisecond and print on stderr where its time went, by kernel function (named from
+    /// an ELF vmlinux's symbols).
+    #[arg(long)]
+    pub profile: bool,
     /// Linux guests: print the workload's figures line last, with the monitor's figures
     /// added as its `vm` object (how the bench targets record them).
     #[arg(long)]
@@ -167,6 +172,12 @@ fn mark_phases(phases: PhaseLog, origin_ns: u64, ends: &[(&str, Option<Duration>
 fn run_vm(args: RunArgs) -> Result<(), Failure> {
     if args.kernel.is_some() || args.guest == Guest::Linux {
         return run_linux(args);
+    }
+    if args.profile {
+        return Err(Failure::BadInput(anyhow!(
+            "--profile samples a Linux guest's kernel; add --guest linux (the mini kernel's \
+             time is in --explain's system-call table)"
+        )));
     }
     let workload = match args.workload_bin {
         Some(path) => path,
@@ -264,6 +275,7 @@ fn run_linux(args: RunArgs) -> Result<(), Failure> {
         // the binary's resident pages (measured in the sandbox: see README).
         shed: Some(isolab_runtime::memory::shed),
         disk: args.disk,
+        profile: args.profile,
     };
     isolab_microvm::vm::stop_on_signals();
     let phases = PhaseLog::from_env();
@@ -285,6 +297,9 @@ fn run_linux(args: RunArgs) -> Result<(), Failure> {
             eprintln!("  {port:#06x} {:>7} {:>7}", count.reads, count.writes);
         }
         eprintln!("outcome: {:?}", run.outcome);
+    }
+    if let Some(profile) = &run.profile {
+        print_profile(profile);
     }
     let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
     let exits: serde_json::Map<String, serde_json::Value> = run
@@ -358,6 +373,28 @@ fn run_linux(args: RunArgs) -> Result<(), Failure> {
     }
 }
 
+/// The functions vCPU 0 was sampled in most, on stderr.
+fn print_profile(profile: &linux::profile::Profile) {
+    const SHOWN: usize = 25;
+    eprintln!(
+        "guest time by function ({} samples of vCPU 0, one every {} ms{}):",
+        profile.samples,
+        linux::profile::INTERVAL.as_millis(),
+        if profile.symbols {
+            ""
+        } else {
+            "; the kernel file has no symbols: boot an ELF vmlinux to see names"
+        }
+    );
+    for (name, count) in profile.by_function.iter().take(SHOWN) {
+        let share = 100.0 * *count as f64 / profile.samples.max(1) as f64;
+        eprintln!("  {share:5.1} %  {count:6}  {name}");
+    }
+    if profile.by_function.len() > SHOWN {
+        eprintln!("  ({} more functions)", profile.by_function.len() - SHOWN);
+    }
+}
+
 fn linux_failure(error: linux::Error) -> Failure {
     use isolab_microvm::linux::boot::Error as Boot;
     let code = match &error {
@@ -370,7 +407,7 @@ fn linux_failure(error: linux::Error) -> Failure {
         | linux::Error::Initrd { .. }
         | linux::Error::Disk(_)
         | linux::Error::DiskModules(_)
-        | linux::Error::Peer(linux::peer::PeerError::NoDisk) => {
+        | linux::Error::Peer(linux::peer::PeerError::NoDisk | linux::peer::PeerError::NoProfile) => {
             return Failure::BadInput(error.into());
         }
         linux::Error::Pvm

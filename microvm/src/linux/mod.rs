@@ -30,6 +30,7 @@ pub mod devices;
 pub mod initramfs;
 pub mod mptable;
 pub mod peer;
+pub mod profile;
 pub mod virtio_blk;
 
 use std::collections::BTreeMap;
@@ -102,6 +103,8 @@ pub struct Config {
     /// kernel fetch` keeps them), whose init mounts the disk and hands over to it
     /// ([`initramfs::disk_init`]).
     pub disk: Option<PathBuf>,
+    /// `--profile`: sample vCPU 0's instruction pointer ([`profile`]).
+    pub profile: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +203,8 @@ pub struct Run {
     pub figures: Option<String>,
     /// Requests the `--disk` device served.
     pub disk_requests: Option<u64>,
+    /// Where vCPU 0 was when sampled, with [`Config::profile`].
+    pub profile: Option<profile::Profile>,
     pub explanation: Explanation,
 }
 
@@ -336,6 +341,12 @@ pub fn run(config: &Config) -> Result<Run, Error> {
     let devices = Arc::new(Mutex::new(devices));
     let timeout = config.timeout.unwrap_or(DEFAULT_TIMEOUT);
     let watchdog = Watchdog::start(Some(timeout), vm.kicker()).map_err(Error::Thread)?;
+    let mut rips = Vec::new();
+    let sampler = config
+        .profile
+        .then(|| profile::Sampler::start(vm.kicker()))
+        .transpose()
+        .map_err(Error::Thread)?;
     let ap_exits = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let first_instruction = trace.since_start();
@@ -367,7 +378,14 @@ pub fn run(config: &Config) -> Result<Run, Error> {
                 .spawn_scoped(scope, shed)
                 .map_err(Error::Thread)?;
         }
-        let outcome = run_bsp(&mut vm, &devices, &watchdog, timeout);
+        let outcome = run_bsp(
+            &mut vm,
+            &devices,
+            &watchdog,
+            timeout,
+            sampler.is_some().then_some(&mut rips),
+        );
+        drop(sampler);
         stop.store(true, Ordering::SeqCst);
         // An AP blocked in KVM_RUN (its guest CPU idling in HLT) leaves only on a signal;
         // a kick that lands just before its next KVM_RUN is lost, so repeat until it left.
@@ -423,6 +441,9 @@ pub fn run(config: &Config) -> Result<Run, Error> {
         figures: console.figures.clone(),
         disk_requests: devices.block.as_ref().map(|b| b.requests),
         ports: devices.ports.clone(),
+        profile: config
+            .profile
+            .then(|| profile::profile(&rips, &profile::kernel_functions(&config.kernel))),
         explanation,
     })
 }
@@ -550,12 +571,13 @@ fn set_lint(vcpu: &VcpuFd) -> Result<(), vm::Error> {
 }
 
 /// vCPU 0's loop: serves port I/O until the guest ends, the watchdog fires, or a stop
-/// signal arrives.
+/// signal arrives; with `rips`, records where the guest was at each kick.
 fn run_bsp(
     vm: &mut Vm,
     devices: &Mutex<Devices>,
     watchdog: &Watchdog,
     timeout: Duration,
+    mut rips: Option<&mut Vec<u64>>,
 ) -> Result<Outcome, Error> {
     loop {
         let exit = vm.run()?;
@@ -591,6 +613,9 @@ fn run_bsp(
                 )));
             }
             Exit::Interrupted => {
+                if let (Some(rips), Ok(regs)) = (rips.as_deref_mut(), vm.regs()) {
+                    rips.push(regs.rip);
+                }
                 let dev = devices.lock().unwrap_or_else(PoisonError::into_inner);
                 if over(&dev) {
                     return Ok(ended(dev.console()));

@@ -46,6 +46,8 @@ pub enum PeerError {
     NoQemu,
     #[error("--disk is served by isolab's own monitor only; leave it out with --vmm qemu-microvm")]
     NoDisk,
+    #[error("--profile samples isolab's own vCPU; leave it out with --vmm qemu-microvm")]
+    NoProfile,
     #[error("starting {program}")]
     Spawn {
         program: PathBuf,
@@ -58,6 +60,9 @@ pub enum PeerError {
 pub fn run_qemu_microvm(config: &Config) -> Result<Run, Error> {
     if config.disk.is_some() {
         return Err(PeerError::NoDisk.into());
+    }
+    if config.profile {
+        return Err(PeerError::NoProfile.into());
     }
     let mut trace = Trace::new();
     let initrd = check_inputs(config, &mut trace)?.initrd;
@@ -186,6 +191,7 @@ pub fn run_qemu_microvm(config: &Config) -> Result<Run, Error> {
         console_tail: console.tail(TAIL),
         figures: console.figures.clone(),
         disk_requests: None,
+        profile: None,
         explanation: Explanation {
             steps: trace.steps().to_vec(),
             ..Explanation::default()
