@@ -52,8 +52,9 @@
 //! - 124: `--timeout` (default 60 s) passed, e.g. the guest never printed `ISOLAB-READY`;
 //! - 126: the kernel file is not a bootable kernel; 127: it does not exist;
 //! - 2: too little `--mem` for the kernel, a bad `--vcpus`, a command line over the limit,
-//!   a missing or unusable `--disk` image or no virtio modules beside the kernel, `--disk`
-//!   with `--vmm qemu-microvm`;
+//!   a missing or unusable `--disk` image or neither virtio modules nor a `config` with the
+//!   drivers built in beside the kernel, `--disk` or `--profile` with `--vmm qemu-microvm`,
+//!   `--profile` with a mini guest;
 //! - 3 also: `--vmm qemu-microvm` without qemu-system-x86_64, `--disk` without busybox.
 
 use std::path::PathBuf;
@@ -131,7 +132,8 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "isolab")]
     pub vmm: Vmm,
     /// Linux guests: boot from this image, a read-only virtio block device whose `/init`
-    /// is the workload (see README: needs the virtio modules beside the kernel).
+    /// is the workload (see README: needs the virtio modules, or a `config` saying they are
+    /// built in, beside the kernel).
     #[arg(long, value_name = "IMG")]
     pub disk: Option<PathBuf>,
     /// Linux guests on isolab's monitor: sample the guest's instruction pointer every

@@ -67,39 +67,58 @@ pub fn ensure(cache: &Path, workload: &Path) -> Result<PathBuf, InitramfsError> 
 }
 
 /// The cached initramfs for a boot from `--disk`: busybox, the virtio modules from
-/// `modules` ([`DISK_MODULES`], each `NAME.ko`) and an init script ([`disk_init`]) that
-/// loads them, mounts the disk read-only and hands over to the disk's `/init`.
-pub fn ensure_disk_boot(cache: &Path, modules: &Path) -> Result<PathBuf, InitramfsError> {
+/// `modules` ([`DISK_MODULES`], each `NAME.ko`; `None` for a kernel that has the drivers
+/// built in) and an init script ([`disk_init`]) that loads them, mounts the disk read-only
+/// and hands over to the disk's `/init`.
+pub fn ensure_disk_boot(cache: &Path, modules: Option<&Path>) -> Result<PathBuf, InitramfsError> {
     let mut entries = vec![
         Entry::Dir("dev"),
         Entry::Console,
         Entry::Dir("bin"),
         Entry::File("bin/busybox", 0o755, PathBuf::from(BUSYBOX)),
-        Entry::Dir("lib"),
-        Entry::Dir("lib/modules"),
         Entry::Dir("root"),
     ];
     let names: Vec<String> = DISK_MODULES
         .iter()
         .map(|m| format!("lib/modules/{m}.ko"))
         .collect();
-    for (name, module) in names.iter().zip(DISK_MODULES) {
-        entries.push(Entry::File(
-            name,
-            0o644,
-            modules.join(format!("{module}.ko")),
-        ));
+    if let Some(modules) = modules {
+        entries.extend([Entry::Dir("lib"), Entry::Dir("lib/modules")]);
+        for (name, module) in names.iter().zip(DISK_MODULES) {
+            entries.push(Entry::File(
+                name,
+                0o644,
+                modules.join(format!("{module}.ko")),
+            ));
+        }
     }
-    entries.push(Entry::Text("init", 0o755, disk_init()));
+    entries.push(Entry::Text("init", 0o755, disk_init(modules.is_some())));
     ensure_archive(cache, &entries, SystemTime::now())
+}
+
+/// Whether the kernel configuration at `config` (a `.config`) builds in everything a disk
+/// boot needs: the virtio-mmio transport, the block driver and ext4.
+pub fn disk_drivers_built_in(config: &Path) -> bool {
+    let Ok(text) = fs::read_to_string(config) else {
+        return false;
+    };
+    [
+        "CONFIG_VIRTIO_MMIO=y",
+        "CONFIG_VIRTIO_BLK=y",
+        "CONFIG_EXT4_FS=y",
+    ]
+    .iter()
+    .all(|wanted| text.lines().any(|line| line.trim() == *wanted))
 }
 
 /// Init of a disk boot (busybox sh, PID 1). Its arguments (the workload's, from the
 /// command line after `--`) pass on to the disk's `/init`; a step that fails says which
-/// on the console and ends init with status 1.
-pub fn disk_init() -> String {
+/// on the console and ends init with status 1. `load_modules`: the drivers are modules in
+/// the initramfs rather than built into the kernel.
+pub fn disk_init(load_modules: bool) -> String {
     let insmods: String = DISK_MODULES
         .iter()
+        .filter(|_| load_modules)
         .map(|m| format!("step insmod /lib/modules/{m}.ko\n"))
         .collect();
     format!(
@@ -263,7 +282,7 @@ mod tests {
 
     #[test]
     fn a_disk_boot_loads_the_modules_in_order_and_hands_over_to_the_disks_init() {
-        let init = disk_init();
+        let init = disk_init(true);
         let insmods: Vec<&str> = init.lines().filter(|l| l.contains("insmod")).collect();
         assert_eq!(insmods.len(), 4);
         assert!(insmods[0].ends_with("/virtio_ring.ko") && insmods[3].ends_with("/virtio_blk.ko"));
@@ -274,8 +293,30 @@ mod tests {
                 .ends_with(r#"exec switch_root /root /init "$@""#)
         );
         let dir = tempfile::tempdir().unwrap();
-        let missing = ensure_disk_boot(&dir.path().join("cache"), dir.path()).unwrap_err();
+        let missing = ensure_disk_boot(&dir.path().join("cache"), Some(dir.path())).unwrap_err();
         assert!(missing.to_string().contains("virtio_ring.ko"), "{missing}");
+    }
+
+    #[test]
+    fn a_kernel_with_the_drivers_built_in_boots_a_disk_without_modules() {
+        let init = disk_init(false);
+        assert!(!init.contains("insmod"), "{init}");
+        assert!(init.contains("mount -t ext4 -o ro /dev/vda /root"));
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config");
+        assert!(!disk_drivers_built_in(&config), "no file, no drivers");
+        fs::write(
+            &config,
+            "CONFIG_VIRTIO_MMIO=y\nCONFIG_VIRTIO_BLK=m\nCONFIG_EXT4_FS=y\n",
+        )
+        .unwrap();
+        assert!(!disk_drivers_built_in(&config), "virtio-blk is a module");
+        fs::write(
+            &config,
+            "CONFIG_VIRTIO_MMIO=y\nCONFIG_VIRTIO_BLK=y\n# CONFIG_X is not set\nCONFIG_EXT4_FS=y\n",
+        )
+        .unwrap();
+        assert!(disk_drivers_built_in(&config));
     }
 
     #[test]

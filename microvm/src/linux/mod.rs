@@ -148,7 +148,7 @@ pub enum Error {
     #[error(transparent)]
     Disk(#[from] virtio_blk::DiskError),
     #[error(
-        "--disk needs the kernel's virtio modules in {0} (`isolab kernel fetch` keeps them beside the kernels it stores)"
+        "--disk needs the kernel's virtio-mmio, virtio-blk and ext4 drivers: as modules in {0} (`isolab kernel fetch` keeps them beside the kernels it stores) or built in, with the kernel's `config` beside it saying so (as `isolab kernel build --minimal` keeps it)"
     )]
     DiskModules(PathBuf),
     #[error(
@@ -488,19 +488,22 @@ fn check_inputs(config: &Config, trace: &mut Trace) -> Result<Inputs, Error> {
             initramfs::ensure(&config.cache, &config.workload)
         })?,
         (None, Some(_)) => {
-            let modules = config
-                .kernel
-                .parent()
-                .unwrap_or(std::path::Path::new("."))
-                .join("modules");
-            if !modules.is_dir() {
+            let beside = config.kernel.parent().unwrap_or(std::path::Path::new("."));
+            let modules = beside.join("modules");
+            // `isolab kernel fetch` keeps the cloud kernel's modules beside it; `isolab
+            // kernel build --minimal` keeps the configuration its drivers are built into.
+            let modules = if modules.is_dir() {
+                Some(modules)
+            } else if initramfs::disk_drivers_built_in(&beside.join("config")) {
+                None
+            } else {
                 return Err(Error::DiskModules(modules));
-            }
+            };
             if !std::path::Path::new(initramfs::BUSYBOX).is_file() {
                 return Err(Error::NoBusybox);
             }
             trace.step("disk boot initramfs (cached by content)", || {
-                initramfs::ensure_disk_boot(&config.cache, &modules)
+                initramfs::ensure_disk_boot(&config.cache, modules.as_deref())
             })?
         }
     };
