@@ -128,7 +128,8 @@ export PATH=/bin
 /bin/busybox --install -s /bin
 step() {{ "$@" || {{ echo "isolab disk boot: '$*' failed"; exit 1; }}; }}
 step mount -t devtmpfs devtmpfs /dev
-{insmods}# The driver probes the device as its module loads; the node follows at once.
+{insmods}# The driver probes the device as it loads (a built-in one during boot); the node
+# follows at once.
 tries=0
 while [ ! -b /dev/vda ]; do
 	tries=$((tries + 1))
