@@ -11,28 +11,36 @@ use isolab_bench::sandbox::peers::{self, PeersSpec};
 mod sandbox_common;
 use sandbox_common::{bin_dir, chain, sandbox};
 
+/// One run of each target (`count`: a density run of that many instances) in one sandbox
+/// boot, writing into `out`; its one result set was measured on standard KVM.
+fn run_peers(
+    workload: Vec<String>,
+    count: Option<u32>,
+    out: &std::path::Path,
+) -> peers::PeersOutcome {
+    let spec = PeersSpec {
+        workload,
+        runs: 1,
+        warmup: 0,
+        count,
+        timeout: Duration::from_secs(240),
+    };
+    let outcome = peers::run(sandbox(), &bin_dir(), &spec, out, &mut std::io::sink())
+        .unwrap_or_else(|e| panic!("the peers run failed: {}", chain(&e)));
+    assert_eq!(outcome.results.len(), 1, "{:?}", outcome.files);
+    assert_eq!(
+        outcome.results[0].host.kvm_kind, "svm",
+        "standard KVM in the sandbox"
+    );
+    outcome
+}
+
 #[test]
 fn both_monitors_boot_the_workload_and_report_their_memory() {
     let out = tempfile::tempdir().unwrap();
-    let spec = PeersSpec {
-        workload: vec!["ready".to_owned()],
-        runs: 1,
-        warmup: 0,
-        count: None,
-        timeout: Duration::from_secs(240),
-    };
-    let outcome = peers::run(
-        sandbox(),
-        &bin_dir(),
-        &spec,
-        out.path(),
-        &mut std::io::sink(),
-    )
-    .unwrap_or_else(|e| panic!("the peers run failed: {}", chain(&e)));
-    assert_eq!(outcome.results.len(), 1, "{:?}", outcome.files);
+    let outcome = run_peers(vec!["ready".to_owned()], None, out.path());
     assert!(outcome.files[0].starts_with(out.path()));
     let set = &outcome.results[0];
-    assert_eq!(set.host.kvm_kind, "svm", "standard KVM in the sandbox");
     let names: Vec<&str> = set.targets.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, peers::TARGETS);
     for target in &set.targets {
@@ -63,24 +71,8 @@ fn both_monitors_boot_the_workload_and_report_their_memory() {
 #[test]
 fn two_idle_linux_vms_of_each_monitor_run_side_by_side_and_stop_clean() {
     let out = tempfile::tempdir().unwrap();
-    let spec = PeersSpec {
-        workload: Vec::new(),
-        runs: 1,
-        warmup: 0,
-        count: Some(2),
-        timeout: Duration::from_secs(240),
-    };
-    let outcome = peers::run(
-        sandbox(),
-        &bin_dir(),
-        &spec,
-        out.path(),
-        &mut std::io::sink(),
-    )
-    .unwrap_or_else(|e| panic!("the density run failed: {}", chain(&e)));
-    assert_eq!(outcome.results.len(), 1, "{:?}", outcome.files);
+    let outcome = run_peers(Vec::new(), Some(2), out.path());
     let set = &outcome.results[0];
-    assert_eq!(set.host.kvm_kind, "svm", "standard KVM in the sandbox");
     assert_eq!(set.workload.mode, "idle");
     let names: Vec<&str> = set.targets.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, peers::TARGETS);

@@ -24,8 +24,9 @@ use isolab_reports::schema::{
 use isolab_reports::stats::summarize_runs;
 use serde_json::{Value, json};
 
+use crate::chain;
 use crate::density::{
-    self, DensityError, Instance, Launcher, Traces, alive, all_pids, chain, comm, spawn,
+    self, DensityError, Instance, Launcher, Traces, alive, all_pids, comm, spawn,
     stopped_by_sigterm, wait_ready, wait_stopped,
 };
 use crate::fingerprint;

@@ -34,6 +34,7 @@ use isolab_reports::schema::{
 use isolab_reports::stats::summarize_runs;
 use serde_json::Value;
 
+use crate::chain;
 use crate::fingerprint;
 use crate::harness::{BenchError, Outcome, free_stem, prepare_out_dir, write_results};
 use crate::procfs::{parse_host_used_kib, parse_meminfo_kib, parse_pss_kib, process_tree};
@@ -152,17 +153,6 @@ fn tail(stderr: &str) -> String {
         "" => String::new(),
         text => format!("; its stderr ends with:\n{text}"),
     }
-}
-
-/// An error with its causes, on one line.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }
 
 /// Measures every target and writes the result set (`density-<date>-idle.{json,csv}`).

@@ -19,3 +19,14 @@ pub mod workload;
 pub use harness::{
     BenchConfig, BenchError, ErrorKind, Outcome, parse_timeout, prepare_out_dir, run,
 };
+
+/// An error with its causes, on one line (for stop details and test messages).
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}

@@ -1004,11 +1004,18 @@ mod tests {
     }
 
     /// The docker kind of the daemon-kill set in `c`.
-    fn docker(c: &mut Collection) -> &mut crate::schema::BlastKind {
+    fn blast(c: &mut Collection) -> &mut crate::schema::BlastRadius {
         c.sets
             .iter_mut()
             .find_map(|l| l.set.blast_radius.as_mut())
-            .and_then(|b| b.kinds.iter_mut().find(|k| k.target == "docker"))
+            .unwrap()
+    }
+
+    fn kind<'a>(c: &'a mut Collection, target: &str) -> &'a mut crate::schema::BlastKind {
+        blast(c)
+            .kinds
+            .iter_mut()
+            .find(|k| k.target == target)
             .unwrap()
     }
 
@@ -1044,31 +1051,21 @@ mod tests {
     fn claim_8_flips_when_the_data_flip() {
         // Containers that outlive their daemon's restart (live-restore).
         let mut c = with_blast(&["ready.json"]);
-        let d = docker(&mut c);
+        let d = kind(&mut c, "docker");
         (d.running_after_restore, d.answered, d.managed) = (3, 3, 3);
         let eight = &check(&c)[7];
         assert_eq!(eight.verdict.class(), "depends", "{eight:?}");
         assert!(eight.verdict.to_string().contains("not for docker"));
         // A runc container that died with nothing of its own killed: not independent.
         let mut c = with_blast(&["ready.json"]);
-        let blast = c
-            .sets
-            .iter_mut()
-            .find_map(|l| l.set.blast_radius.as_mut())
-            .unwrap();
-        let runc = blast.kinds.iter_mut().find(|k| k.target == "runc").unwrap();
+        let runc = kind(&mut c, "runc");
         (runc.running_after_restore, runc.answered) = (2, 2);
         let eight = &check(&c)[7];
         assert_eq!(eight.verdict.class(), "depends", "{eight:?}");
         assert!(eight.verdict.to_string().contains("not for runc"));
         // Docker skipped: what the claim is about is missing.
         let mut c = with_blast(&["ready.json"]);
-        let blast = c
-            .sets
-            .iter_mut()
-            .find_map(|l| l.set.blast_radius.as_mut())
-            .unwrap();
-        blast.kinds.retain(|k| k.target != "docker");
+        blast(&mut c).kinds.retain(|k| k.target != "docker");
         let eight = &check(&c)[7];
         assert_eq!(eight.verdict.class(), "not-measured", "{eight:?}");
         assert!(eight.verdict.to_string().contains("docker"), "{eight:?}");

@@ -1,10 +1,10 @@
 //! What the sandbox test files share: one prepared sandbox per test process, the directory
 //! the binaries it carries come from, and readable error chains.
 
-use std::error::Error;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+pub use isolab_bench::chain;
 use isolab_bench::sandbox::Sandbox;
 
 /// Prepared once per test process: preparation is cached on disk, but still costs a look.
@@ -25,15 +25,4 @@ pub fn bin_dir() -> PathBuf {
         dir.join("isolab-workload").display()
     );
     dir
-}
-
-/// An error and all its sources on one line.
-pub fn chain(error: &dyn Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }
